@@ -1,0 +1,48 @@
+"""The FastAPI application: built by a factory, so nothing connects at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.error_handlers import install_error_handlers
+from service.api.routes import health, jobs, models
+from service.config import Settings
+from service.db import Database
+from service.inference import PredictorCache
+
+DESCRIPTION = """
+Submit a training job (data + a feed-forward network + training settings) and get an id at once.
+A background worker trains it; poll `GET /jobs/{id}`, watch `GET /models/{id}/loss` grow, then
+`POST /models/{id}/predict` with raw inputs. Errors are `{"error": kind, "detail": sentence}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        app.state.db = db
+        app.state.predictors = PredictorCache(db, settings.model_cache_size)
+        try:
+            yield
+        finally:
+            db.dispose()
+
+    app = FastAPI(
+        title="Neural network training service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,87 @@
+"""Every error leaves the API as {"error": kind, "detail": sentence}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.errors import ServiceError
+
+log = logging.getLogger("service.api")
+
+HTTP_KINDS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+MAX_LISTED_ERRORS = 5
+
+
+def error_response(status: int, kind: str, detail: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
+    """A human sentence naming where each problem is, e.g. `data.x[3][1]: Input should be ...`."""
+    parts = []
+    for error in errors[:MAX_LISTED_ERRORS]:
+        location = _location(error.get("loc", ()))
+        message = str(error.get("msg", "invalid value"))
+        if error.get("type") == "json_invalid":
+            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+        parts.append(f"{location}: {message}" if location else message)
+    more = len(errors) - MAX_LISTED_ERRORS
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        source = parts.pop(0)
+        if source != "body" and parts:
+            return f"{source} parameter {parts[0]}"
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not str(part).startswith(("function-after", "union[", "list[", "tagged-union")):
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def on_service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("service error: %s", exc.detail)
+        return error_response(exc.status_code, exc.kind, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "validation_error", describe_validation_errors(list(exc.errors())))
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        kind = HTTP_KINDS.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return error_response(exc.status_code, kind, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "an unexpected error occurred; it was logged")

@@ -1,0 +1,30 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from service import __version__
+from service.api.deps import DatabaseDep
+from service.errors import ServiceError
+from service.schemas import ErrorOut, Health
+
+router = APIRouter(tags=["health"])
+
+
+class DatabaseUnavailable(ServiceError):
+    status_code = 503
+    kind = "unavailable"
+
+
+@router.get("/healthz", responses={503: {"model": ErrorOut, "description": "Database unreachable"}})
+def healthz(db: DatabaseDep) -> Health:
+    """OK when this process can reach the database."""
+    try:
+        with db.read() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"the database cannot be reached: {type(exc).__name__}") from exc
+    return Health(status="ok", database="ok", version=__version__)

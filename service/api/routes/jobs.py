@@ -1,0 +1,89 @@
+"""Training jobs: submit, list, inspect, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import func, select
+
+from service import queue
+from service.api.deps import DatabaseDep, SettingsDep
+from service.errors import NotFound
+from service.models import Job
+from service.schemas import ErrorOut, JobCreate, JobList, JobOut, JobSpec
+from service.submission import build_job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+StatusFilter = Annotated[
+    str | None,
+    Query(pattern="^(queued|running|succeeded|failed|cancelled)$", description="Only this status."),
+]
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No job with this id"}}
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id, name=job.name, task=job.task, status=job.status,  # type: ignore[arg-type]
+        epoch=job.epoch, epochs=job.epochs, train_loss=job.train_loss, val_loss=job.val_loss,
+        best_epoch=job.best_epoch, attempts=job.attempts, max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested, error=job.error, warnings=job.warnings or [],
+        n_rows=job.n_rows, n_features=job.n_features, device=job.device,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        spec=JobSpec.model_validate(job.spec),
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={422: {"model": ErrorOut, "description": "The job spec is invalid"}},
+)
+def submit_job(request: JobCreate, response: Response, db: DatabaseDep,
+               settings: SettingsDep) -> JobOut:
+    """Queue a training job. It is answered at once; poll `Location` for progress."""
+    job = build_job(request, settings)
+    with db.write() as session:
+        queue.enqueue(session, job)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job_out(job)
+
+
+@router.get("")
+def list_jobs(
+    db: DatabaseDep,
+    status: StatusFilter = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Jobs, newest first."""
+    conditions = [Job.status == status] if status else []
+    with db.read() as session:
+        total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+        jobs = session.scalars(
+            select(Job).where(*conditions)
+            .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+        ).all()
+        return JobList(jobs=[job_out(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", responses=NOT_FOUND)
+def get_job(job_id: str, db: DatabaseDep) -> JobOut:
+    with db.read() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id}")
+        return job_out(job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job already ended"}},
+)
+def cancel_job(job_id: str, db: DatabaseDep) -> JobOut:
+    """A queued job is cancelled at once; a running one stops at its next batch."""
+    return job_out(queue.request_cancel(db, job_id))
+
+
+

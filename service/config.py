@@ -1,0 +1,55 @@
+"""The one typed settings object. Every knob is an environment variable with prefix SERVICE_."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVICE_", extra="ignore")
+
+    database_url: str = "sqlite:///./data/service.db"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=0)] = 1
+    device: str = "auto"
+    # Threads torch may use per worker; None picks one for the job's size.
+    torch_threads: Annotated[int, Field(ge=1)] | None = None
+
+    # Queue timing. Tests shorten these; production keeps the lease well above the heartbeat.
+    heartbeat_seconds: Annotated[float, Field(gt=0)] = 2.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+    poll_seconds: Annotated[float, Field(gt=0)] = 0.05
+    sweep_seconds: Annotated[float, Field(gt=0)] = 5.0
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    # Loss rows are written in batches at most this far apart, so /loss stays live.
+    loss_flush_seconds: Annotated[float, Field(gt=0)] = 0.5
+
+    # Predictor cache in each API process (models are immutable, so caching is safe).
+    model_cache_size: Annotated[int, Field(ge=1)] = 256
+
+    # Caps checked when a job is submitted, before anything is allocated.
+    max_rows: Annotated[int, Field(ge=1)] = 1_000_000
+    max_features: Annotated[int, Field(ge=1)] = 10_000
+    max_cells: Annotated[int, Field(ge=1)] = 20_000_000
+    max_layer_width: Annotated[int, Field(ge=1)] = 4096
+    max_layers: Annotated[int, Field(ge=1)] = 32
+    max_epochs: Annotated[int, Field(ge=1)] = 100_000
+    max_classes: Annotated[int, Field(ge=2)] = 10_000
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,137 @@
+"""ORM tables: jobs (the queue), models (immutable trained networks) and the loss history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import Mapped, deferred, mapped_column
+
+from service.db import Base
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a UTC-aware one")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+    TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED)
+    # The resolved job spec (every default filled in), without the training data.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Inline training data as safetensors bytes, so any worker on any machine can run the job.
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_features: Mapped[int] = mapped_column(Integer)
+    n_outputs: Mapped[int] = mapped_column(Integer)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    epochs: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    device: Mapped[str | None] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # The claim reads the oldest queued job: a partial index keeps that lookup small.
+        Index(
+            "ix_jobs_queued",
+            "created_at",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("ix_jobs_status_created", "status", "created_at"),
+    )
+
+
+class Model(Base):
+    """A trained network. Immutable once written, so API processes may cache it freely."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    task: Mapped[str] = mapped_column(String(20))
+    architecture: Mapped[dict[str, Any]] = mapped_column(JSON)
+    weights: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    scalers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_features: Mapped[int] = mapped_column(Integer)
+    n_outputs: Mapped[int] = mapped_column(Integer)
+    classes: Mapped[list[Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LossRecord(Base):
+    """One epoch of a job's loss history: the event log that /loss (and later a stream) reads."""
+
+    __tablename__ = "loss_history"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_loss: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)

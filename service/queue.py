@@ -1,0 +1,246 @@
+"""The job queue: the only module that writes job state. Portable across SQLite and PostgreSQL.
+
+Every change a worker makes to a running job is guarded by its lease: the UPDATE matches only
+while `lease_owner` is still that worker and the job is still running. A worker that lost its
+lease (frozen, partitioned, too slow) therefore writes nothing, and the queue stays consistent
+without any cross-process locking beyond the database's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.errors import Conflict, NotFound
+from service.models import Job, JobStatus, LossRecord, Model, utcnow
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    seconds: float
+
+
+def enqueue(session: Session, job: Job) -> None:
+    job.status = JobStatus.QUEUED
+    session.add(job)
+
+
+def has_queued(db: Database) -> bool:
+    """A cheap read, so idle workers poll without taking SQLite's write lock."""
+    with db.read() as session:
+        return bool(session.scalar(select(exists().where(Job.status == JobStatus.QUEUED))))
+
+
+def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
+    """Atomically take the oldest queued job: one statement, so no two workers get the same job."""
+    now = utcnow()
+    oldest = (
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )
+    if db.engine.dialect.name == "postgresql":
+        oldest = oldest.with_for_update(skip_locked=True)
+    statement = (
+        update(Job)
+        .where(Job.id == oldest.scalar_subquery(), Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            error=None,
+        )
+        .returning(Job.id)
+    )
+    with db.write() as session:
+        return session.execute(statement).scalar_one_or_none()
+
+
+def _owned(job_id: str, worker_id: str) -> tuple:  # type: ignore[type-arg]
+    return (Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Lease:
+    cancel_requested: bool
+
+
+def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -> Lease | None:
+    """Extend the lease; None when it is no longer ours."""
+    statement = (
+        update(Job)
+        .where(*_owned(job_id, worker_id))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested)
+    )
+    with db.write() as session:
+        cancel_requested = session.execute(statement).scalar_one_or_none()
+    return None if cancel_requested is None else Lease(cancel_requested=bool(cancel_requested))
+
+
+def reset_progress(db: Database, job_id: str, worker_id: str, keep_epochs: int = 0) -> bool:
+    """Drop loss rows after `keep_epochs` (left by an earlier attempt) before training resumes."""
+    with db.write() as session:
+        if not _touch(session, job_id, worker_id, epoch=keep_epochs):
+            return False
+        session.execute(
+            delete(LossRecord).where(LossRecord.job_id == job_id, LossRecord.epoch > keep_epochs)
+        )
+        return True
+
+
+def record_progress(
+    db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow], device: str | None = None
+) -> bool:
+    """Append loss rows and move the job's progress forward; False when the lease is lost."""
+    if not rows:
+        return True
+    with db.write() as session:
+        return _write_progress(session, job_id, worker_id, rows, device=device)
+
+
+def finish_succeeded(
+    db: Database,
+    job_id: str,
+    worker_id: str,
+    model: Model,
+    rows: Sequence[EpochRow],
+    best_epoch: int | None,
+) -> bool:
+    """Store the model and mark the job succeeded, in one transaction guarded by the lease."""
+    with db.write() as session:
+        if not _write_progress(session, job_id, worker_id, rows):
+            return False
+        _finish(session, job_id, worker_id, JobStatus.SUCCEEDED, best_epoch=best_epoch)
+        session.add(model)
+        return True
+
+
+def finish_cancelled(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow]) -> bool:
+    with db.write() as session:
+        if not _write_progress(session, job_id, worker_id, rows):
+            return False
+        return _finish(session, job_id, worker_id, JobStatus.CANCELLED)
+
+
+def finish_failed(db: Database, job_id: str, worker_id: str, error: str,
+                  rows: Sequence[EpochRow] = ()) -> bool:
+    with db.write() as session:
+        if not _write_progress(session, job_id, worker_id, rows):
+            return False
+        return _finish(session, job_id, worker_id, JobStatus.FAILED, error=error)
+
+
+def release(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow] = ()) -> bool:
+    """Hand a job back to the queue (the worker is shutting down): no attempt is counted."""
+    with db.write() as session:
+        if not _write_progress(session, job_id, worker_id, rows):
+            return False
+        result = session.execute(
+            update(Job)
+            .where(*_owned(job_id, worker_id))
+            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
+                    attempts=Job.attempts - 1)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def recover_expired(db: Database) -> int:
+    """Jobs whose worker stopped renewing its lease: requeue, or end them if they cannot go on."""
+    now = utcnow()
+    expired = (Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    with db.read() as session:
+        if not session.scalar(select(exists().where(*expired))):
+            return 0
+    cleared = {"lease_owner": None, "lease_expires_at": None}
+    with db.write() as session:
+        cancelled = session.execute(
+            update(Job).where(*expired, Job.cancel_requested.is_(True))
+            .values(status=JobStatus.CANCELLED, finished_at=now, **cleared)
+        ).rowcount  # type: ignore[attr-defined]
+        failed = session.execute(
+            update(Job).where(*expired, Job.attempts >= Job.max_attempts)
+            .values(
+                status=JobStatus.FAILED,
+                finished_at=now,
+                error="the worker running this job stopped responding on every attempt",
+                **cleared,
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        requeued = session.execute(
+            update(Job).where(*expired).values(status=JobStatus.QUEUED, **cleared)
+        ).rowcount  # type: ignore[attr-defined]
+    return int(cancelled + failed + requeued)
+
+
+def request_cancel(db: Database, job_id: str) -> Job:
+    """Cancel a queued job at once; ask the worker of a running one to stop between batches."""
+    with db.write() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id}")
+        if job.status == JobStatus.QUEUED:
+            job.status = JobStatus.CANCELLED
+            job.finished_at = utcnow()
+            job.cancel_requested = True
+        elif job.status == JobStatus.RUNNING:
+            job.cancel_requested = True
+        elif job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            raise Conflict(f"job {job_id} already {job.status}; there is nothing to cancel")
+        return job
+
+
+def _touch(session: Session, job_id: str, worker_id: str, **values: object) -> bool:
+    result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _write_progress(
+    session: Session, job_id: str, worker_id: str, rows: Sequence[EpochRow],
+    device: str | None = None,
+) -> bool:
+    progress: dict[str, object] = {}
+    if rows:
+        last = rows[-1]
+        progress = {"epoch": last.epoch, "train_loss": last.train_loss, "val_loss": last.val_loss}
+    if device is not None:
+        progress["device"] = device
+    if not _touch(session, job_id, worker_id, **progress):
+        return False
+    if rows:
+        session.execute(
+            insert(LossRecord),
+            [
+                {"job_id": job_id, "epoch": r.epoch, "train_loss": r.train_loss,
+                 "val_loss": r.val_loss, "seconds": r.seconds}
+                for r in rows
+            ],
+        )
+    return True
+
+
+def _finish(
+    session: Session, job_id: str, worker_id: str, status: str, *,
+    error: str | None = None, best_epoch: int | None = None,
+) -> bool:
+    values: dict[str, object] = {
+        "status": status, "finished_at": utcnow(), "lease_owner": None, "lease_expires_at": None,
+    }
+    if error is not None:
+        values["error"] = error
+    if best_epoch is not None:
+        values["best_epoch"] = best_epoch
+    result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
+    return result.rowcount == 1  # type: ignore[attr-defined]
+

@@ -1,0 +1,261 @@
+"""Request and response bodies of the native API. Unknown fields are refused everywhere."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictInt,
+    model_validator,
+)
+
+Task = Literal["regression", "classification"]
+Activation = Literal[
+    "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "softplus", "identity"
+]
+Optimizer = Literal["adam", "adamw", "sgd"]
+RegressionLoss = Literal["mse", "mae", "huber"]
+ClassificationLoss = Literal["cross_entropy"]
+Scaling = Literal["standard", "none"]
+Label = StrictInt | str
+
+REGRESSION_LOSSES: tuple[str, ...] = ("mse", "mae", "huber")
+
+EXAMPLE_JOB: dict[str, Any] = {
+    "name": "tiny-demo",
+    "data": {
+        "x": [[-2.0, -2.0], [-1.0, 0.5], [0.0, 0.0], [0.5, -1.0], [1.0, 1.0], [2.0, 2.0]],
+        "y": [[0.1], [0.4], [1.0], [0.4], [0.3], [0.1]],
+    },
+    "model": {"hidden_layers": [16], "activation": "tanh", "output_activation": "tanh"},
+    "training": {"epochs": 50, "batch_size": 6, "learning_rate": 0.01},
+}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingData(StrictModel):
+    x: Annotated[
+        list[Annotated[list[FiniteFloat], Field(min_length=1)]],
+        Field(min_length=1, description="Rows of raw input features, all of one length."),
+    ]
+    y: Annotated[
+        list[list[FiniteFloat]] | list[Label | FiniteFloat],
+        Field(
+            min_length=1,
+            description="Regression: rows of floats (or one float per row). "
+            "Classification: one label per row, int or str.",
+        ),
+    ]
+
+    @model_validator(mode="after")
+    def _rectangular(self) -> TrainingData:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"x has {len(self.x)} rows but y has {len(self.y)}")
+        widths = {len(row) for row in self.x}
+        if len(widths) > 1:
+            raise ValueError(f"rows of x must all have one length, got lengths {sorted(widths)}")
+        if isinstance(self.y[0], list):
+            y_widths = {len(row) for row in self.y}  # type: ignore[arg-type]
+            if len(y_widths) > 1 or 0 in y_widths:
+                raise ValueError("rows of y must all have one length of at least 1")
+        return self
+
+
+class NetworkSpec(StrictModel):
+    hidden_layers: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=1000)] = [80]
+    activation: Activation = "tanh"
+    output_activation: Activation | None = Field(
+        default="tanh",
+        description="Applied to the output layer; null for identity. "
+        "Classification always outputs logits (softmax is applied at predict time).",
+    )
+
+
+class TrainingSpec(StrictModel):
+    optimizer: Optimizer = "adam"
+    learning_rate: Annotated[FiniteFloat, Field(gt=0)] = 0.01
+    momentum: Annotated[FiniteFloat, Field(ge=0, lt=1, description="SGD only")] = 0.9
+    weight_decay: Annotated[FiniteFloat, Field(ge=0)] = 0.0
+    batch_size: Annotated[int, Field(ge=1)] = 200
+    epochs: Annotated[int, Field(ge=1)] = 400
+    loss: RegressionLoss | ClassificationLoss | None = Field(
+        default=None, description="Defaults to mse (regression) or cross_entropy (classification)."
+    )
+    validation_fraction: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.0
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+
+
+class Preprocessing(StrictModel):
+    inputs: Scaling = "standard"
+    targets: Scaling = Field(default="none", description="Regression only.")
+
+
+class JobCreate(StrictModel):
+    """A training job: data, a feed-forward network and training settings."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_JOB]})
+
+    name: Annotated[str, Field(max_length=200)] | None = None
+    task: Task = "regression"
+    data: TrainingData
+    model: NetworkSpec = Field(default_factory=NetworkSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+
+    @model_validator(mode="after")
+    def _consistent_with_task(self) -> JobCreate:
+        if self.task == "classification":
+            self._resolve_classification()
+        else:
+            self._resolve_regression()
+        training = self.training
+        if training.early_stopping_patience is not None and training.validation_fraction == 0:
+            raise ValueError("early_stopping_patience needs a validation_fraction above 0")
+        if training.validation_fraction > 0:
+            n_rows = len(self.data.x)
+            n_val = round(n_rows * training.validation_fraction)
+            if n_val < 1 or n_rows - n_val < 1:
+                raise ValueError(
+                    f"validation_fraction {training.validation_fraction} of {n_rows} rows "
+                    "leaves no rows for validation or for training"
+                )
+        return self
+
+    def _resolve_classification(self) -> None:
+        if isinstance(self.data.y[0], list) or any(isinstance(v, float) for v in self.data.y):
+            raise ValueError("classification needs y as one int or str label per row")
+        if len({type(v) for v in self.data.y}) > 1:
+            raise ValueError("labels must be all ints or all strings, not a mix")
+        if len(set(self.data.y)) < 2:  # type: ignore[arg-type]
+            raise ValueError("classification needs at least two distinct labels")
+        if "output_activation" in self.model.model_fields_set and self.model.output_activation:
+            raise ValueError(
+                "classification outputs logits with softmax; output_activation must be null"
+            )
+        self.model.output_activation = None
+        if self.training.loss is None:
+            self.training.loss = "cross_entropy"
+        elif self.training.loss != "cross_entropy":
+            raise ValueError("classification supports loss 'cross_entropy' only")
+        if self.preprocessing.targets != "none":
+            raise ValueError("target scaling applies to regression only")
+
+    def _resolve_regression(self) -> None:
+        if not isinstance(self.data.y[0], list) and any(isinstance(v, str) for v in self.data.y):
+            raise ValueError("regression needs numeric y; use task 'classification' for labels")
+        if self.training.loss is None:
+            self.training.loss = "mse"
+        elif self.training.loss not in REGRESSION_LOSSES:
+            raise ValueError(f"regression supports loss {', '.join(REGRESSION_LOSSES)}")
+
+
+class JobSpec(StrictModel):
+    """The resolved settings of a job (every default filled in), as stored and returned."""
+
+    task: Task
+    model: NetworkSpec
+    training: TrainingSpec
+    preprocessing: Preprocessing
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str | None
+    task: Task
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    epoch: int
+    epochs: int
+    train_loss: float | None
+    val_loss: float | None
+    best_epoch: int | None
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    error: str | None
+    warnings: list[str]
+    n_rows: int
+    n_features: int
+    device: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: JobSpec
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str | None
+    task: Task
+    created_at: datetime
+    architecture: dict[str, Any]
+    n_features: int
+    n_outputs: int
+    classes: list[Label] | None
+    scalers: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PredictRequest(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"inputs": [[1.5, -2.0], [0.0, 0.0]]}]}
+    )
+
+    inputs: Annotated[
+        list[Annotated[list[FiniteFloat], Field(min_length=1)]],
+        Field(min_length=1, description="Rows of raw (unscaled) input features."),
+    ]
+
+    @model_validator(mode="after")
+    def _rectangular(self) -> PredictRequest:
+        widths = {len(row) for row in self.inputs}
+        if len(widths) > 1:
+            raise ValueError(f"rows of inputs must all have one length, got {sorted(widths)}")
+        return self
+
+
+class PredictResponse(BaseModel):
+    predictions: list[list[float]] | list[Label]
+    probabilities: list[list[float]] | None = None
+
+
+class LossHistoryOut(BaseModel):
+    id: str
+    status: str
+    epochs: list[int]
+    train_loss: list[float]
+    val_loss: list[float | None] | None
+    seconds: list[float]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    version: str

@@ -1,0 +1,105 @@
+"""`serve`: one command runs the migrations, the API and N worker processes beside it.
+
+Workers are child processes (training never runs in the API process). A worker that dies is
+restarted; on SIGTERM/SIGINT the API stops accepting requests and every worker gets SIGTERM,
+hands its running job back to the queue and exits within the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import uvicorn
+
+from service.api.app import create_app
+from service.config import Settings
+from service.migrate import upgrade
+
+log = logging.getLogger("service.serve")
+
+STOP_GRACE_SECONDS = 10.0
+RESTART_BACKOFF_SECONDS = 1.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same settings as this one."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"SERVICE_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._processes = [self._spawn() for _ in range(self._settings.workers)]
+        self._monitor.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", "worker"], env=settings_env(self._settings)
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(RESTART_BACKOFF_SECONDS):
+            for i, process in enumerate(self._processes):
+                code = process.poll()
+                if code is not None and not self._stopping.is_set():
+                    log.warning("worker pid %d exited with %s; restarting it", process.pid, code)
+                    self._processes[i] = self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in self._processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.wait()
+
+
+def serve(settings: Settings) -> None:
+    upgrade(settings.database_url)
+    pool = WorkerPool(settings)
+    pool.start()
+    try:
+        run_api(settings)
+    finally:
+        pool.stop()
+
+
+def run_api(settings: Settings) -> None:
+    """Run the API in this process until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info",
+        access_log=False,
+    )
+    # uvicorn shuts down gracefully, restores the handlers it found and re-raises the signal.
+    # Handlers that only log let the caller go on to stop the workers and exit cleanly.
+    previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _note_signal(signum: int, _frame: object) -> None:
+    log.info("stopping on signal %d", signum)

@@ -1,0 +1,65 @@
+"""Bytes in the database <-> tensors and arrays. safetensors only: reading never runs code.
+
+This module deals in tensors, arrays and JSON; it builds no network (that is inference's job).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+
+class CorruptBlob(Exception):
+    """Stored bytes that are not the safetensors we wrote."""
+
+
+def encode_weights(state: dict[str, torch.Tensor]) -> bytes:
+    return save_tensors({name: t.detach().cpu().contiguous() for name, t in state.items()})
+
+
+def decode_weights(blob: bytes) -> dict[str, torch.Tensor]:
+    try:
+        return load_tensors(blob)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CorruptBlob(f"stored weights are not valid safetensors: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Training data as stored with its job. Classification targets are class indices."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[Any] | None = None
+
+
+def encode_dataset(dataset: Dataset) -> bytes:
+    metadata = {"classes": json.dumps(dataset.classes)} if dataset.classes is not None else None
+    return save_arrays({"x": dataset.x, "y": dataset.y}, metadata=metadata)
+
+
+def decode_dataset(blob: bytes) -> Dataset:
+    try:
+        arrays = load_arrays(blob)
+        metadata = _read_metadata(blob)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CorruptBlob(f"stored training data is not valid safetensors: {exc}") from exc
+    classes = json.loads(metadata["classes"]) if "classes" in metadata else None
+    return Dataset(x=arrays["x"], y=arrays["y"], classes=classes)
+
+
+def _read_metadata(blob: bytes) -> dict[str, str]:
+    # The safetensors header: an 8-byte little-endian length, then JSON.
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    metadata: dict[str, str] = header.get("__metadata__") or {}
+    return metadata

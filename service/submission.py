@@ -1,0 +1,126 @@
+"""Turn a validated job request into a queued job row: limits, resolved settings, stored data."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+
+from service.config import Settings
+from service.errors import InvalidInput
+from service.models import Job
+from service.schemas import JobCreate, JobSpec
+from service.store import Dataset, encode_dataset
+
+# float32 is what the network trains in: larger magnitudes would become infinities.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def build_job(request: JobCreate, settings: Settings) -> Job:
+    """Check limits and build the job row; raises InvalidInput before storing anything."""
+    n_rows, n_features = len(request.data.x), len(request.data.x[0])
+    _check_limits(request, settings, n_rows, n_features)
+    dataset = _to_dataset(request)
+    warnings = _clip_batch_size(request, n_rows)
+    warnings += _output_range_warnings(request, dataset)
+    spec = JobSpec(
+        task=request.task,
+        model=request.model,
+        training=request.training,
+        preprocessing=request.preprocessing,
+    )
+    n_outputs = len(dataset.classes) if dataset.classes is not None else int(dataset.y.shape[1])
+    return Job(
+        id=str(uuid.uuid4()),
+        name=request.name,
+        task=request.task,
+        spec=spec.model_dump(mode="json"),
+        data=encode_dataset(dataset),
+        n_rows=n_rows,
+        n_features=n_features,
+        n_outputs=n_outputs,
+        warnings=warnings,
+        epochs=request.training.epochs,
+        epoch=0,
+        attempts=0,
+        max_attempts=settings.max_attempts,
+        cancel_requested=False,
+    )
+
+
+def _check_limits(request: JobCreate, settings: Settings, n_rows: int, n_features: int) -> None:
+    problems = []
+    if n_rows > settings.max_rows:
+        problems.append(f"{n_rows} rows exceed the limit of {settings.max_rows}")
+    if n_features > settings.max_features:
+        problems.append(f"{n_features} features exceed the limit of {settings.max_features}")
+    if n_rows * n_features > settings.max_cells:
+        problems.append(f"{n_rows}x{n_features} values exceed the limit of {settings.max_cells}")
+    layers = request.model.hidden_layers
+    if len(layers) > settings.max_layers:
+        problems.append(f"{len(layers)} hidden layers exceed the limit of {settings.max_layers}")
+    if layers and max(layers) > settings.max_layer_width:
+        problems.append(
+            f"a layer of width {max(layers)} exceeds the limit of {settings.max_layer_width}"
+        )
+    if request.training.epochs > settings.max_epochs:
+        problems.append(
+            f"{request.training.epochs} epochs exceed the limit of {settings.max_epochs}"
+        )
+    if request.task == "classification":
+        n_classes = len(set(request.data.y))  # type: ignore[arg-type]
+        if n_classes > settings.max_classes:
+            problems.append(f"{n_classes} classes exceed the limit of {settings.max_classes}")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+
+
+def _to_dataset(request: JobCreate) -> Dataset:
+    x = np.asarray(request.data.x, dtype=np.float64)
+    if request.task == "classification":
+        labels: list[Any] = list(request.data.y)
+        classes = sorted(set(labels))
+        index = {label: i for i, label in enumerate(classes)}
+        y = np.asarray([index[label] for label in labels], dtype=np.int64)
+        _check_float32_range(x, "x")
+        return Dataset(x=x, y=y, classes=classes)
+    y = np.asarray(request.data.y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    _check_float32_range(x, "x")
+    _check_float32_range(y, "y")
+    return Dataset(x=x, y=y)
+
+
+def _check_float32_range(values: np.ndarray, name: str) -> None:
+    if values.size and float(np.abs(values).max()) > FLOAT32_MAX:
+        raise InvalidInput(f"values in {name} must lie within ±{FLOAT32_MAX:.3g} (float32)")
+
+
+def _clip_batch_size(request: JobCreate, n_rows: int) -> list[str]:
+    n_train = n_rows - round(n_rows * request.training.validation_fraction)
+    if request.training.batch_size <= n_train:
+        return []
+    asked = request.training.batch_size
+    request.training.batch_size = n_train
+    return [f"batch_size {asked} is larger than the {n_train} training rows; clipped to {n_train}"]
+
+
+def _output_range_warnings(request: JobCreate, dataset: Dataset) -> list[str]:
+    bounded = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+    activation = request.model.output_activation
+    if request.task != "regression" or activation not in bounded:
+        return []
+    if request.preprocessing.targets == "standard":
+        return [
+            f"targets are standard-scaled but the {activation} output can only reach "
+            f"{bounded[activation]}; consider output_activation null"
+        ]
+    low, high = bounded[activation]
+    if float(dataset.y.min()) < low or float(dataset.y.max()) > high:
+        return [
+            f"some targets lie outside ({low:g}, {high:g}), which a {activation} output "
+            "cannot reach; consider output_activation null"
+        ]
+    return []

@@ -1,0 +1,306 @@
+"""The queue consumer: claims a job, trains it, and persists the loss history and the model.
+
+One job at a time per process. While it trains, a heartbeat thread renews the lease and
+notices cancel requests; the training loop checks a single event between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+
+import torch
+
+from service import queue
+from service.config import Settings
+from service.db import Database
+from service.models import Job, Model
+from service.queue import EpochRow
+from service.schemas import JobSpec
+from service.store import decode_dataset, encode_weights
+from service.training.data import PreparedData, TrainingTensors, prepare
+from service.training.network import NetworkConfig, build_network
+from service.training.trainer import (
+    EpochResult,
+    TrainingConfig,
+    TrainingDiverged,
+    TrainingResult,
+    train,
+)
+
+log = logging.getLogger("service.worker")
+
+# Below this many multiply-adds per epoch one thread beats several (thread hand-off dominates).
+SMALL_JOB_FLOPS = 50_000_000
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+@dataclass
+class Interrupt:
+    """Why training should stop early; the trainer only sees `event`."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease every heartbeat; interrupts training on a cancel request or a lost lease."""
+
+    def __init__(self, db: Database, settings: Settings, job_id: str, worker_id: str,
+                 interrupt: Interrupt) -> None:
+        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
+        self._db, self._settings = db, settings
+        self._job_id, self._worker_id = job_id, worker_id
+        self._interrupt = interrupt
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self._settings.heartbeat_seconds):
+            try:
+                lease = queue.heartbeat(self._db, self._job_id, self._worker_id,
+                                        self._settings.lease_seconds)
+            except Exception:  # a missed beat is survivable: the lease outlasts several
+                log.exception("heartbeat for job %s failed", self._job_id)
+                continue
+            if lease is None:
+                self._interrupt.set("lease_lost")
+            elif lease.cancel_requested:
+                self._interrupt.set("cancelled")
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+class ProgressWriter:
+    """Buffers epoch rows and writes them in batches at most `flush_seconds` apart."""
+
+    def __init__(self, db: Database, job_id: str, worker_id: str, flush_seconds: float,
+                 interrupt: Interrupt, device: str) -> None:
+        self._db, self._job_id, self._worker_id = db, job_id, worker_id
+        self._flush_seconds = flush_seconds
+        self._interrupt = interrupt
+        self._device: str | None = device
+        self.pending: list[EpochRow] = []
+        self._last_flush = time.monotonic()
+
+    def __call__(self, result: EpochResult) -> None:
+        self.pending.append(EpochRow(result.epoch, result.train_loss, result.val_loss,
+                                     result.seconds))
+        if time.monotonic() - self._last_flush >= self._flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not queue.record_progress(self._db, self._job_id, self._worker_id, self.pending,
+                                     device=self._device):
+            self._interrupt.set("lease_lost")
+        self._device = None
+        self.pending = []
+        self._last_flush = time.monotonic()
+
+    def take(self) -> list[EpochRow]:
+        rows, self.pending = self.pending, []
+        return rows
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.device = pick_device(settings.device)
+        self.stopping = threading.Event()
+        self._current: Interrupt | None = None
+        self._last_sweep = 0.0
+
+    def request_stop(self) -> None:
+        """Stop claiming; hand the running job back to the queue."""
+        self.stopping.set()
+        if self._current is not None:
+            self._current.set("shutdown")
+
+    def warm_up(self) -> None:
+        """Pay one-off costs (lazy imports, allocator set-up) before the first claim."""
+        tiny = build_network(NetworkConfig(2, (4,), 1, "tanh", None)).to(self.device)
+        x = torch.zeros(8, 2, device=self.device)
+        y = torch.zeros(8, 1, device=self.device)
+        train(tiny, TrainingTensors(x, y, None, None), TrainingConfig(epochs=2, batch_size=4))
+
+    def run_forever(self) -> None:
+        log.info("worker %s ready on %s", self.worker_id, self.device)
+        while not self.stopping.is_set():
+            try:
+                if not self.run_once():
+                    self.stopping.wait(self.settings.poll_seconds)
+            except Exception:  # the database may be briefly unavailable: back off, go on
+                log.exception("worker loop error; retrying")
+                self.stopping.wait(1.0)
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when the queue was empty."""
+        now = time.monotonic()
+        if now - self._last_sweep >= self.settings.sweep_seconds:
+            self._last_sweep = now
+            recovered = queue.recover_expired(self.db)
+            if recovered:
+                log.warning("recovered %d job(s) from expired leases", recovered)
+        if not queue.has_queued(self.db):
+            return False
+        job_id = queue.claim(self.db, self.worker_id, self.settings.lease_seconds)
+        if job_id is None:
+            return False
+        self.run_job(job_id)
+        return True
+
+    def run_job(self, job_id: str) -> None:
+        interrupt = Interrupt()
+        self._current = interrupt
+        if self.stopping.is_set():
+            interrupt.set("shutdown")
+        keeper = LeaseKeeper(self.db, self.settings, job_id, self.worker_id, interrupt)
+        keeper.start()
+        progress = ProgressWriter(self.db, job_id, self.worker_id,
+                                  self.settings.loss_flush_seconds, interrupt, str(self.device))
+        try:
+            self._train_and_store(job_id, interrupt, progress)
+        except TrainingDiverged as exc:
+            log.warning("job %s diverged: %s", job_id, exc)
+            queue.finish_failed(self.db, job_id, self.worker_id, str(exc), progress.take())
+        except Exception as exc:  # a job's own failure must not take the worker down
+            log.exception("job %s failed", job_id)
+            queue.finish_failed(self.db, job_id, self.worker_id,
+                                f"{type(exc).__name__}: {exc}", progress.take())
+        finally:
+            keeper.stop()
+            self._current = None
+
+    def _train_and_store(self, job_id: str, interrupt: Interrupt,
+                         progress: ProgressWriter) -> None:
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            assert job is not None, "a claimed job exists"
+            spec = JobSpec.model_validate(job.spec)
+            dataset = decode_dataset(job.data)
+            n_outputs = job.n_outputs
+        # An earlier attempt may have left loss rows: this attempt starts from epoch 0.
+        if not queue.reset_progress(self.db, job_id, self.worker_id):
+            return
+        prepared = prepare(
+            dataset.x, dataset.y,
+            classification=spec.task == "classification",
+            scale_inputs=spec.preprocessing.inputs == "standard",
+            scale_targets=spec.preprocessing.targets == "standard",
+            validation_fraction=spec.training.validation_fraction,
+            seed=spec.training.seed,
+            device=self.device,
+        )
+        config = NetworkConfig(
+            n_inputs=dataset.x.shape[1],
+            hidden_layers=tuple(spec.model.hidden_layers),
+            n_outputs=n_outputs,
+            activation=spec.model.activation,
+            output_activation=spec.model.output_activation,
+        )
+        torch.set_num_threads(self._threads_for(config, len(dataset.x)))
+        torch.manual_seed(spec.training.seed)  # the network's initial weights
+        network = build_network(config).to(self.device)
+        t = spec.training
+        result = train(
+            network, prepared.tensors,
+            TrainingConfig(
+                optimizer=t.optimizer, learning_rate=t.learning_rate, momentum=t.momentum,
+                weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
+                loss=t.loss or "mse", early_stopping_patience=t.early_stopping_patience,
+                seed=t.seed,
+            ),
+            on_epoch=progress,
+            should_stop=interrupt.event.is_set,
+        )
+        self._persist(job_id, interrupt, progress, result, config, prepared, dataset.classes)
+
+    def _persist(self, job_id: str, interrupt: Interrupt, progress: ProgressWriter,
+                 result: TrainingResult, config: NetworkConfig, prepared: PreparedData,
+                 classes: list[object] | None) -> None:
+        rows = progress.take()
+        if result.stop_reason == "cancelled" or interrupt.reason is not None:
+            if interrupt.reason == "cancelled":
+                queue.finish_cancelled(self.db, job_id, self.worker_id, rows)
+                log.info("job %s cancelled", job_id)
+            elif interrupt.reason == "shutdown":
+                queue.release(self.db, job_id, self.worker_id, rows)
+                log.info("job %s handed back to the queue", job_id)
+            else:
+                log.warning("job %s: lease lost, writing nothing", job_id)
+            return
+        last = result.history[-1]
+        metrics = {
+            "final_train_loss": last.train_loss,
+            "final_val_loss": last.val_loss,
+            "best_epoch": result.best_epoch,
+            "epochs_trained": last.epoch,
+            "stop_reason": result.stop_reason,
+            "training_seconds": last.seconds,
+            "device": str(self.device),
+            "n_parameters": config.n_parameters,
+        }
+        model = Model(
+            id=job_id,
+            task="classification" if classes is not None else "regression",
+            architecture=config.to_dict(),
+            weights=encode_weights(result.state),
+            scalers=prepared.scalers_json(),
+            n_features=config.n_inputs,
+            n_outputs=config.n_outputs,
+            classes=classes,
+            metrics=metrics,
+        )
+        if queue.finish_succeeded(self.db, job_id, self.worker_id, model, rows,
+                                  result.best_epoch):
+            log.info("job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss,
+                     last.seconds)
+        else:
+            log.warning("job %s: lease lost before the model was stored", job_id)
+
+    def _threads_for(self, config: NetworkConfig, n_rows: int) -> int:
+        if self.settings.torch_threads is not None:
+            return self.settings.torch_threads
+        flops_per_epoch = 6 * config.n_parameters * n_rows  # forward + backward
+        if flops_per_epoch < SMALL_JOB_FLOPS or self.device.type != "cpu":
+            return 1
+        return max(1, (os.cpu_count() or 1) // max(1, self.settings.workers))
+
+
+def run_worker(settings: Settings) -> None:
+    """Entry point of `python -m service worker`: SIGTERM/SIGINT hand the running job back."""
+    worker = Worker(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.warm_up()
+    try:
+        worker.run_forever()
+    finally:
+        worker.db.dispose()
+

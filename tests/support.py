@@ -1,0 +1,132 @@
+"""Helpers shared by the tests: the sinc data, real service processes, polling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+# Short queue timings so fault tests run in seconds; production keeps the defaults.
+FAST_QUEUE_ENV = {
+    "SERVICE_HEARTBEAT_SECONDS": "0.5",
+    "SERVICE_LEASE_SECONDS": "3",
+    "SERVICE_SWEEP_SECONDS": "0.5",
+    "SERVICE_POLL_SECONDS": "0.05",
+    "SERVICE_LOSS_FLUSH_SECONDS": "0.2",
+}
+
+
+def sinc(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    r = np.sqrt(x1**2 + x2**2)
+    return np.sin(r) / r
+
+
+def grid(n: int) -> np.ndarray:
+    """The notebook's n x n grid over [-10, 10]^2, as rows of (x1, x2)."""
+    points = np.linspace(-10, 10, n)
+    x1, x2 = np.meshgrid(points, points)
+    return np.array([x1.flatten(), x2.flatten()]).T
+
+
+def sinc_data(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    x = grid(n)
+    return x, sinc(x[:, 0], x[:, 1]).reshape(-1, 1)
+
+
+def sinc_job(epochs: int = 400, **training: Any) -> dict[str, Any]:
+    x, y = sinc_data()
+    return {
+        "name": "sinc",
+        "data": {"x": x.tolist(), "y": y.tolist()},
+        "training": {"epochs": epochs, **training},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """`python -m service <command>` as a real child process with its own SQLite file."""
+
+    def __init__(self, database_url: str, command: str = "serve", *, workers: int = 1,
+                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.database_url = database_url
+        self.command = command
+        self.port = free_port() if command in ("serve", "api") else 0
+        self.workers = workers
+        self.log_path = log_path
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        env = {**os.environ, **FAST_QUEUE_ENV, "SERVICE_DATABASE_URL": self.database_url,
+               "SERVICE_PORT": str(self.port), "SERVICE_WORKERS": str(self.workers),
+               "SERVICE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", self.command], cwd=REPO, env=env,
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        if self.command in ("serve", "api"):
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"service did not become healthy\n{self.log_tail()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for_job(client: httpx.Client, job_id: str, statuses: tuple[str, ...] = (
+        "succeeded", "failed", "cancelled"), timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").raise_for_status().json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} did not reach {statuses}: {job}")
