@@ -5,7 +5,8 @@
     ├── NotFound            404 not_found
     ├── Conflict            409 conflict
     │   └── ModelNotReady   409 model_not_ready
-    └── PayloadTooLarge     413 payload_too_large
+    ├── PayloadTooLarge     413 payload_too_large
+    └── UnsupportedMediaType 415 unsupported_media_type
 
 The API turns each into {"error": kind, "detail": sentence}; nothing else reaches a client.
 """
@@ -54,3 +55,8 @@ class ModelUnusable(Conflict):
     """A stored model whose bytes cannot be read back (never unpickled, so never run)."""
 
     kind = "model_unusable"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    kind = "unsupported_media_type"

@@ -202,6 +202,8 @@ def request_cancel(db: Database, job_id: str) -> Job:
 
 
 def _touch(session: Session, job_id: str, worker_id: str, **values: object) -> bool:
+    """Update the job only while this worker owns it; with no values, just check ownership."""
+    values = values or {"lease_owner": worker_id}
     result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
     return result.rowcount == 1  # type: ignore[attr-defined]
 

@@ -19,8 +19,7 @@ Activation = Literal[
     "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "softplus", "identity"
 ]
 Optimizer = Literal["adam", "adamw", "sgd"]
-RegressionLoss = Literal["mse", "mae", "huber"]
-ClassificationLoss = Literal["cross_entropy"]
+Loss = Literal["mse", "mae", "huber", "cross_entropy"]
 Scaling = Literal["standard", "none"]
 Label = StrictInt | str
 
@@ -86,7 +85,7 @@ class TrainingSpec(StrictModel):
     weight_decay: Annotated[FiniteFloat, Field(ge=0)] = 0.0
     batch_size: Annotated[int, Field(ge=1)] = 200
     epochs: Annotated[int, Field(ge=1)] = 400
-    loss: RegressionLoss | ClassificationLoss | None = Field(
+    loss: Loss | None = Field(
         default=None, description="Defaults to mse (regression) or cross_entropy (classification)."
     )
     validation_fraction: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.0

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -70,6 +70,7 @@ class ServiceProcess:
         self.log_path = log_path
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -79,10 +80,11 @@ class ServiceProcess:
         env = {**os.environ, **FAST_QUEUE_ENV, "SERVICE_DATABASE_URL": self.database_url,
                "SERVICE_PORT": str(self.port), "SERVICE_WORKERS": str(self.workers),
                "SERVICE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **self.extra_env}
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        if self.log_path is not None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", self.command], cwd=REPO, env=env,
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         if self.command in ("serve", "api"):
             self.wait_healthy()
@@ -105,15 +107,22 @@ class ServiceProcess:
         self.process.send_signal(signum)
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
+        """SIGTERM, then wait; the exit code (a kill after the timeout raises)."""
         try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+            if self.process is None:
+                return 0
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from service.config import Settings
 from service.db import Database
+from service.errors import UnsupportedMediaType
 from service.inference import PredictorCache
 
 
@@ -29,3 +30,12 @@ def get_predictors(request: Request) -> PredictorCache:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
+
+
+def require_json(request: Request) -> None:
+    """Without this, a form-encoded body reads as 'not an object', which misleads."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as JSON with Content-Type: application/json (got {media_type or 'none'})"
+        )

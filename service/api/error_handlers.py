@@ -39,8 +39,11 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors[:MAX_LISTED_ERRORS]:
         location = _location(error.get("loc", ()))
-        message = str(error.get("msg", "invalid value"))
-        if error.get("type") == "json_invalid":
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if tuple(error.get("loc", ())) == ("body",) and error.get("type") in (
+                "model_attributes_type", "dict_type", "model_type"):
+            message = "the body must be a JSON object"
+        elif error.get("type") == "json_invalid":
             message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
         parts.append(f"{location}: {message}" if location else message)
     more = len(errors) - MAX_LISTED_ERRORS

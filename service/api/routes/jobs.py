@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import func, select
 
 from service import queue
-from service.api.deps import DatabaseDep, SettingsDep
+from service.api.deps import require_json, DatabaseDep, SettingsDep
 from service.errors import NotFound
 from service.models import Job
 from service.schemas import ErrorOut, JobCreate, JobList, JobOut, JobSpec
@@ -38,7 +38,9 @@ def job_out(job: Job) -> JobOut:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={422: {"model": ErrorOut, "description": "The job spec is invalid"}},
+    responses={422: {"model": ErrorOut, "description": "The job spec is invalid"},
+               415: {"model": ErrorOut, "description": "The body is not JSON"}},
+    dependencies=[Depends(require_json)],
 )
 def submit_job(request: JobCreate, response: Response, db: DatabaseDep,
                settings: SettingsDep) -> JobOut:

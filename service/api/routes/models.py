@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import delete, func, select
 
-from service.api.deps import DatabaseDep, PredictorsDep
+from service.api.deps import require_json, DatabaseDep, PredictorsDep
 from service.errors import Conflict, ModelNotReady, NotFound
 from service.inference import predict
 from service.models import Job, JobStatus, LossRecord, Model
@@ -93,7 +93,9 @@ def delete_model(model_id: str, db: DatabaseDep, predictors: PredictorsDep) -> R
     responses={
         **NOT_FOUND, **NOT_READY,
         422: {"model": ErrorOut, "description": "Wrong feature count or invalid inputs"},
+        415: {"model": ErrorOut, "description": "The body is not JSON"},
     },
+    dependencies=[Depends(require_json)],
 )
 def predict_model(model_id: str, request: PredictRequest, predictors: PredictorsDep) -> PredictResponse:
     """Predict from raw inputs: the stored input scaler is applied, target scaling undone."""

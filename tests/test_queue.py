@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import multiprocessing
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from service import queue
+from service.config import Settings
+from service.db import Database
+from service.errors import Conflict, NotFound
+from service.models import Job, JobStatus, LossRecord, Model, utcnow
+from service.queue import EpochRow
+from service.schemas import JobCreate
+from service.submission import build_job
+from tests.claimer import claim_all
+
+TINY = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
+
+
+def add_jobs(db: Database, settings: Settings, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        job = build_job(JobCreate.model_validate(TINY), settings)
+        with db.write() as session:
+            queue.enqueue(session, job)
+        ids.append(job.id)
+        time.sleep(0.002)  # distinct created_at, so the order is observable
+    return ids
+
+
+def job(db: Database, job_id: str) -> Job:
+    with db.read() as session:
+        found = session.get(Job, job_id)
+        assert found is not None
+        return found
+
+
+def expire_lease(db: Database, job_id: str) -> None:
+    with db.write() as session:
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def fake_model(job_id: str) -> Model:
+    return Model(id=job_id, task="regression", architecture={}, weights=b"", scalers={},
+                 n_features=1, n_outputs=1, classes=None, metrics={})
+
+
+def test_claim_takes_the_oldest_queued_job_once(db: Database, settings: Settings) -> None:
+    first, second = add_jobs(db, settings, 2)
+    assert queue.has_queued(db)
+    assert queue.claim(db, "w1", 30) == first
+    assert queue.claim(db, "w2", 30) == second
+    assert queue.claim(db, "w3", 30) is None
+    assert not queue.has_queued(db)
+    claimed = job(db, first)
+    assert (claimed.status, claimed.lease_owner, claimed.attempts) == ("running", "w1", 1)
+    assert claimed.started_at is not None and claimed.lease_expires_at is not None
+
+
+def test_concurrent_workers_never_claim_the_same_job(db: Database, settings: Settings) -> None:
+    ids = add_jobs(db, settings, 150)
+    context = multiprocessing.get_context("spawn")
+    results, start = context.Queue(), context.Event()
+    workers = [context.Process(target=claim_all,
+                               args=(settings.database_url, f"w{i}", start, results))
+               for i in range(4)]
+    for process in workers:
+        process.start()
+    time.sleep(1.0)  # let every claimer connect before the race starts
+    start.set()
+    per_worker = [results.get(timeout=60) for _ in workers]
+    print("claims per worker:", [len(c) for c in per_worker])
+    claimed = [job_id for claims in per_worker for job_id in claims]
+    for process in workers:
+        process.join(timeout=10)
+    assert sorted(claimed) == sorted(ids)  # every job once, none twice
+
+
+def test_heartbeat_extends_only_our_own_lease(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "w1", 1)
+    before = job(db, job_id).lease_expires_at
+    lease = queue.heartbeat(db, job_id, "w1", 60)
+    assert lease is not None and not lease.cancel_requested
+    assert job(db, job_id).lease_expires_at > before  # type: ignore[operator]
+    assert queue.heartbeat(db, job_id, "intruder", 60) is None
+
+
+def test_heartbeat_reports_a_cancel_request(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "w1", 30)
+    assert queue.request_cancel(db, job_id).status == "running"
+    lease = queue.heartbeat(db, job_id, "w1", 30)
+    assert lease is not None and lease.cancel_requested
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "slow", 30)
+    queue.record_progress(db, job_id, "slow", [EpochRow(1, 0.5, None, 0.1)])
+    expire_lease(db, job_id)
+    assert queue.recover_expired(db) == 1
+    assert job(db, job_id).status == "queued"
+    assert queue.claim(db, "fast", 30) == job_id
+
+    row = EpochRow(2, 0.4, None, 0.2)
+    assert not queue.record_progress(db, job_id, "slow", [row])
+    assert not queue.finish_succeeded(db, job_id, "slow", fake_model(job_id), [row], None)
+    assert not queue.finish_failed(db, job_id, "slow", "late")
+    with db.read() as session:
+        assert session.get(Model, job_id) is None
+        assert session.scalars(select(LossRecord.epoch).where(LossRecord.job_id == job_id)).all() == [1]
+    current = job(db, job_id)
+    assert (current.status, current.lease_owner, current.attempts) == ("running", "fast", 2)
+
+
+def test_succeeding_stores_model_and_loss_rows_together(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "w1", 30)
+    rows = [EpochRow(1, 0.5, 0.6, 0.1), EpochRow(2, 0.25, 0.3, 0.2)]
+    assert queue.finish_succeeded(db, job_id, "w1", fake_model(job_id), rows, best_epoch=2)
+    done = job(db, job_id)
+    assert (done.status, done.epoch, done.train_loss, done.val_loss, done.best_epoch) == (
+        "succeeded", 2, 0.25, 0.3, 2)
+    assert done.lease_owner is None and done.finished_at is not None
+    with db.read() as session:
+        assert session.get(Model, job_id) is not None
+
+
+def test_reset_progress_drops_rows_of_an_earlier_attempt(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "w1", 30)
+    queue.record_progress(db, job_id, "w1", [EpochRow(e, 1.0 / e, None, e) for e in (1, 2, 3)])
+    assert queue.reset_progress(db, job_id, "w1", keep_epochs=1)
+    with db.read() as session:
+        assert session.scalars(select(LossRecord.epoch).where(LossRecord.job_id == job_id)).all() == [1]
+    assert job(db, job_id).epoch == 1
+
+
+def test_expired_jobs_fail_after_max_attempts(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    for attempt in range(settings.max_attempts):
+        assert queue.claim(db, f"w{attempt}", 30) == job_id
+        expire_lease(db, job_id)
+        queue.recover_expired(db)
+    failed = job(db, job_id)
+    assert failed.status == "failed" and failed.attempts == settings.max_attempts
+    assert "stopped responding" in (failed.error or "")
+
+
+def test_expired_job_with_a_cancel_request_ends_cancelled(db: Database, settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "w1", 30)
+    queue.request_cancel(db, job_id)
+    expire_lease(db, job_id)
+    queue.recover_expired(db)
+    assert job(db, job_id).status == "cancelled"
+
+
+def test_release_hands_the_job_back_without_counting_an_attempt(db: Database,
+                                                                 settings: Settings) -> None:
+    (job_id,) = add_jobs(db, settings, 1)
+    queue.claim(db, "w1", 30)
+    assert queue.release(db, job_id, "w1")
+    released = job(db, job_id)
+    assert (released.status, released.attempts, released.lease_owner) == ("queued", 0, None)
+
+
+def test_cancel_rules(db: Database, settings: Settings) -> None:
+    queued_id, done_id = add_jobs(db, settings, 2)
+    assert queue.request_cancel(db, queued_id).status == JobStatus.CANCELLED
+    assert queue.request_cancel(db, queued_id).status == JobStatus.CANCELLED  # idempotent
+    queue.claim(db, "w1", 30)
+    queue.finish_succeeded(db, done_id, "w1", fake_model(done_id), [], None)
+    with pytest.raises(Conflict):
+        queue.request_cancel(db, done_id)
+    with pytest.raises(NotFound):
+        queue.request_cancel(db, "no-such-job")
