@@ -1,0 +1,15 @@
+# One image for every role: the compose file picks `api`, `worker` or `migrate` as the command.
+FROM python:3.11-slim
+WORKDIR /app
+# The CPU build of torch; for a GPU image use a CUDA base and the matching torch index.
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "$TORCH_SPEC"
+COPY pyproject.toml README.md alembic.ini ./
+COPY service ./service
+COPY migrations ./migrations
+RUN pip install --no-cache-dir -e .
+ENV SERVICE_DATABASE_URL=sqlite:////data/service.db
+VOLUME ["/data"]
+EXPOSE 8000
+CMD ["python", "-m", "service", "serve", "--host", "0.0.0.0"]

@@ -1,0 +1,65 @@
+"""The docs run as written: the README's tour, examples/sinc.py and the OpenAPI examples."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import REPO, ServiceProcess, wait_for_job
+
+pytestmark = pytest.mark.e2e
+
+
+def readme_tour() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## A 60-second tour", 1)[1]
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+def test_the_readme_tour_runs_as_written(service: ServiceProcess, tmp_path: Path) -> None:
+    script = readme_tour()
+    assert "API=http://127.0.0.1:8000" in script
+    script = script.replace("API=http://127.0.0.1:8000", f"API={service.url}")
+    # The tour runs from the repository root: give it one whose files are the real ones.
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr + service.log_tail()
+    assert '"train_loss"' in result.stdout
+    assert '{"predictions":[[' in result.stdout
+
+
+def test_the_sinc_example_reproduces_the_notebook(service: ServiceProcess, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "sinc.py"), "--url", service.url,
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    loss, rmse = map(float, re.findall(
+        r"final training loss ([\d.]+), RMSE on the 100x100 grid ([\d.]+)", result.stdout)[0])
+    assert loss <= 0.005 and rmse <= 0.06
+    for name in ("fit.png", "loss.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_openapi_examples_run_as_they_are(api: httpx.Client) -> None:
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    job_example = schemas["JobCreate"]["examples"][0]
+    predict_example = schemas["PredictRequest"]["examples"][0]
+    response = api.post("/jobs", json=job_example)
+    assert response.status_code == 202, response.text
+    job = wait_for_job(api, response.json()["id"])
+    assert job["status"] == "succeeded"
+    prediction = api.post(f"/models/{job['id']}/predict", json=predict_example)
+    assert prediction.status_code == 200, prediction.text
+    assert len(prediction.json()["predictions"]) == len(predict_example["inputs"])
+    assert api.get("/docs").status_code == 200
