@@ -20,11 +20,11 @@ import httpx
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sinc_job import grid, sinc_job  # noqa: E402
+from sinc_job import grid, sinc_job
 
 
 def sinc(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
@@ -41,8 +41,9 @@ def wait(api: httpx.Client, job_id: str, timeout: float) -> dict[str, object]:
             return job
         if job["epoch"] != shown:
             shown = job["epoch"]
-            print(f"  {job['status']}: epoch {job['epoch']}/{job['epochs']}, "
-                  f"loss {job['train_loss']}")
+            print(
+                f"  {job['status']}: epoch {job['epoch']}/{job['epochs']}, loss {job['train_loss']}"
+            )
         time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still running after {timeout}s")
 
@@ -65,8 +66,11 @@ def main() -> None:
             raise SystemExit(f"job ended {job['status']}: {job['error']}")
         loss = api.get(f"/models/{job['id']}/loss").raise_for_status().json()
         eval_x = np.asarray(grid(100))
-        predicted = api.post(f"/models/{job['id']}/predict",
-                             json={"inputs": eval_x.tolist()}).raise_for_status().json()
+        predicted = (
+            api.post(f"/models/{job['id']}/predict", json={"inputs": eval_x.tolist()})
+            .raise_for_status()
+            .json()
+        )
 
     model_yhat = np.asarray(predicted["predictions"])[:, 0].reshape(100, 100)
     eval_x1, eval_x2 = eval_x[:, 0].reshape(100, 100), eval_x[:, 1].reshape(100, 100)

@@ -29,8 +29,14 @@ def sinc_job() -> dict[str, Any]:
         "task": "regression",
         "data": {"x": x, "y": [[sinc(x1, x2)] for x1, x2 in x]},
         "model": {"hidden_layers": [80], "activation": "tanh", "output_activation": "tanh"},
-        "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 200,
-                     "epochs": 400, "loss": "mse", "seed": 0},
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 0.01,
+            "batch_size": 200,
+            "epochs": 400,
+            "loss": "mse",
+            "seed": 0,
+        },
         "preprocessing": {"inputs": "standard", "targets": "none"},
     }
 

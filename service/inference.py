@@ -69,7 +69,9 @@ def build_predictor(model: Model, weights: bytes) -> Predictor:
     try:
         network.load_state_dict(decode_weights(weights))
     except (CorruptBlob, RuntimeError, KeyError) as exc:
-        raise ModelUnusable(f"the stored weights of model {model.id} cannot be read: {exc}") from exc
+        raise ModelUnusable(
+            f"the stored weights of model {model.id} cannot be read: {exc}"
+        ) from exc
     network.eval()
     return Predictor(
         model_id=model.id,
@@ -122,4 +124,3 @@ class PredictorCache:
     def evict(self, model_id: str) -> None:
         with self._lock:
             self._entries.pop(model_id, None)
-

@@ -11,8 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from service.db import Database
@@ -67,7 +78,7 @@ def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
         return session.execute(statement).scalar_one_or_none()
 
 
-def _owned(job_id: str, worker_id: str) -> tuple:  # type: ignore[type-arg]
+def _owned(job_id: str, worker_id: str) -> tuple[ColumnElement[bool], ...]:
     return (Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING)
 
 
@@ -134,8 +145,9 @@ def finish_cancelled(db: Database, job_id: str, worker_id: str, rows: Sequence[E
         return _finish(session, job_id, worker_id, JobStatus.CANCELLED)
 
 
-def finish_failed(db: Database, job_id: str, worker_id: str, error: str,
-                  rows: Sequence[EpochRow] = ()) -> bool:
+def finish_failed(
+    db: Database, job_id: str, worker_id: str, error: str, rows: Sequence[EpochRow] = ()
+) -> bool:
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
             return False
@@ -147,13 +159,18 @@ def release(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow] 
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
             return False
-        result = session.execute(
+        result = _changed(
+            session,
             update(Job)
             .where(*_owned(job_id, worker_id))
-            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
-                    attempts=Job.attempts - 1)
+            .values(
+                status=JobStatus.QUEUED,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=Job.attempts - 1,
+            ),
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return result == 1
 
 
 def recover_expired(db: Database) -> int:
@@ -165,22 +182,26 @@ def recover_expired(db: Database) -> int:
             return 0
     cleared = {"lease_owner": None, "lease_expires_at": None}
     with db.write() as session:
-        cancelled = session.execute(
-            update(Job).where(*expired, Job.cancel_requested.is_(True))
-            .values(status=JobStatus.CANCELLED, finished_at=now, **cleared)
-        ).rowcount  # type: ignore[attr-defined]
-        failed = session.execute(
-            update(Job).where(*expired, Job.attempts >= Job.max_attempts)
+        cancelled = _changed(
+            session,
+            update(Job)
+            .where(*expired, Job.cancel_requested.is_(True))
+            .values(status=JobStatus.CANCELLED, finished_at=now, **cleared),
+        )
+        failed = _changed(
+            session,
+            update(Job)
+            .where(*expired, Job.attempts >= Job.max_attempts)
             .values(
                 status=JobStatus.FAILED,
                 finished_at=now,
                 error="the worker running this job stopped responding on every attempt",
                 **cleared,
-            )
-        ).rowcount  # type: ignore[attr-defined]
-        requeued = session.execute(
-            update(Job).where(*expired).values(status=JobStatus.QUEUED, **cleared)
-        ).rowcount  # type: ignore[attr-defined]
+            ),
+        )
+        requeued = _changed(
+            session, update(Job).where(*expired).values(status=JobStatus.QUEUED, **cleared)
+        )
     return int(cancelled + failed + requeued)
 
 
@@ -204,12 +225,15 @@ def request_cancel(db: Database, job_id: str) -> Job:
 def _touch(session: Session, job_id: str, worker_id: str, **values: object) -> bool:
     """Update the job only while this worker owns it; with no values, just check ownership."""
     values = values or {"lease_owner": worker_id}
-    result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    result = _changed(session, update(Job).where(*_owned(job_id, worker_id)).values(**values))
+    return result == 1
 
 
 def _write_progress(
-    session: Session, job_id: str, worker_id: str, rows: Sequence[EpochRow],
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    rows: Sequence[EpochRow],
     device: str | None = None,
 ) -> bool:
     progress: dict[str, object] = {}
@@ -224,8 +248,13 @@ def _write_progress(
         session.execute(
             insert(LossRecord),
             [
-                {"job_id": job_id, "epoch": r.epoch, "train_loss": r.train_loss,
-                 "val_loss": r.val_loss, "seconds": r.seconds}
+                {
+                    "job_id": job_id,
+                    "epoch": r.epoch,
+                    "train_loss": r.train_loss,
+                    "val_loss": r.val_loss,
+                    "seconds": r.seconds,
+                }
                 for r in rows
             ],
         )
@@ -233,16 +262,29 @@ def _write_progress(
 
 
 def _finish(
-    session: Session, job_id: str, worker_id: str, status: str, *,
-    error: str | None = None, best_epoch: int | None = None,
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    status: str,
+    *,
+    error: str | None = None,
+    best_epoch: int | None = None,
 ) -> bool:
     values: dict[str, object] = {
-        "status": status, "finished_at": utcnow(), "lease_owner": None, "lease_expires_at": None,
+        "status": status,
+        "finished_at": utcnow(),
+        "lease_owner": None,
+        "lease_expires_at": None,
     }
     if error is not None:
         values["error"] = error
     if best_epoch is not None:
         values["best_epoch"] = best_epoch
-    result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    result = _changed(session, update(Job).where(*_owned(job_id, worker_id)).values(**values))
+    return result == 1
 
+
+def _changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE and say how many rows it changed."""
+    result = cast("CursorResult[Any]", session.execute(statement))
+    return result.rowcount

@@ -62,7 +62,7 @@ class TrainingData(StrictModel):
         if len(widths) > 1:
             raise ValueError(f"rows of x must all have one length, got lengths {sorted(widths)}")
         if isinstance(self.y[0], list):
-            y_widths = {len(row) for row in self.y}  # type: ignore[arg-type]
+            y_widths = {len(row) for row in self.y}
             if len(y_widths) > 1 or 0 in y_widths:
                 raise ValueError("rows of y must all have one length of at least 1")
         return self
@@ -134,7 +134,7 @@ class JobCreate(StrictModel):
             raise ValueError("classification needs y as one int or str label per row")
         if len({type(v) for v in self.data.y}) > 1:
             raise ValueError("labels must be all ints or all strings, not a mix")
-        if len(set(self.data.y)) < 2:  # type: ignore[arg-type]
+        if len(set(self.data.y)) < 2:
             raise ValueError("classification needs at least two distinct labels")
         if "output_activation" in self.model.model_fields_set and self.model.output_activation:
             raise ValueError(

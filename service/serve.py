@@ -88,7 +88,10 @@ def serve(settings: Settings) -> None:
 def run_api(settings: Settings) -> None:
     """Run the API in this process until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_level="info",
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
         access_log=False,
     )
     # uvicorn shuts down gracefully, restores the handlers it found and re-raises the signal.

@@ -69,7 +69,7 @@ def _check_limits(request: JobCreate, settings: Settings, n_rows: int, n_feature
             f"{request.training.epochs} epochs exceed the limit of {settings.max_epochs}"
         )
     if request.task == "classification":
-        n_classes = len(set(request.data.y))  # type: ignore[arg-type]
+        n_classes = len(set(request.data.y))
         if n_classes > settings.max_classes:
             problems.append(f"{n_classes} classes exceed the limit of {settings.max_classes}")
     if problems:

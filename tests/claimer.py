@@ -9,8 +9,9 @@ from service import queue
 from service.db import Database
 
 
-def claim_all(database_url: str, worker_id: str, start: Event,
-              results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def claim_all(
+    database_url: str, worker_id: str, start: Event, results: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     db = Database(database_url)
     start.wait()  # all claimers race from the same moment
     claimed = []

@@ -19,8 +19,14 @@ def database_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, heartbeat_seconds=0.5, lease_seconds=3,
-                    sweep_seconds=0.5, loss_flush_seconds=0.2, device="cpu")
+    return Settings(
+        database_url=database_url,
+        heartbeat_seconds=0.5,
+        lease_seconds=3,
+        sweep_seconds=0.5,
+        loss_flush_seconds=0.2,
+        device="cpu",
+    )
 
 
 @pytest.fixture

@@ -61,8 +61,15 @@ def free_port() -> int:
 class ServiceProcess:
     """`python -m service <command>` as a real child process with its own SQLite file."""
 
-    def __init__(self, database_url: str, command: str = "serve", *, workers: int = 1,
-                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        command: str = "serve",
+        *,
+        workers: int = 1,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.command = command
         self.port = free_port() if command in ("serve", "api") else 0
@@ -77,14 +84,24 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        env = {**os.environ, **FAST_QUEUE_ENV, "SERVICE_DATABASE_URL": self.database_url,
-               "SERVICE_PORT": str(self.port), "SERVICE_WORKERS": str(self.workers),
-               "SERVICE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {
+            **os.environ,
+            **FAST_QUEUE_ENV,
+            "SERVICE_DATABASE_URL": self.database_url,
+            "SERVICE_PORT": str(self.port),
+            "SERVICE_WORKERS": str(self.workers),
+            "SERVICE_DEVICE": "cpu",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", self.command], cwd=REPO, env=env,
-            stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "service", self.command],
+            cwd=REPO,
+            env=env,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         if self.command in ("serve", "api"):
             self.wait_healthy()
@@ -130,8 +147,12 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_for_job(client: httpx.Client, job_id: str, statuses: tuple[str, ...] = (
-        "succeeded", "failed", "cancelled"), timeout: float = 120.0) -> dict[str, Any]:
+def wait_for_job(
+    client: httpx.Client,
+    job_id: str,
+    statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    timeout: float = 120.0,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/jobs/{job_id}").raise_for_status().json()

@@ -10,7 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 GOOD: dict[str, Any] = {
-    "data": {"x": [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]], "y": [[0.1], [0.2], [0.3], [0.4]]},
+    "data": {
+        "x": [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]],
+        "y": [[0.1], [0.2], [0.3], [0.4]],
+    },
     "training": {"epochs": 3, "batch_size": 2},
 }
 LABELS: dict[str, Any] = {
@@ -105,15 +108,17 @@ def test_error_detail_names_the_place_of_the_problem(client: TestClient) -> None
 
 
 def test_malformed_json_is_a_422(client: TestClient) -> None:
-    response = client.post("/jobs", content=b'{"data": {"x": [[1.0]', headers={
-        "Content-Type": "application/json"})
+    response = client.post(
+        "/jobs", content=b'{"data": {"x": [[1.0]', headers={"Content-Type": "application/json"}
+    )
     assert "not valid JSON" in assert_error(response, 422)["detail"]
     assert_nothing_stored(client)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_a_body_that_is_not_declared_json_is_a_415(client: TestClient,
-                                                   content_type: str | None) -> None:
+def test_a_body_that_is_not_declared_json_is_a_415(
+    client: TestClient, content_type: str | None
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.post("/jobs", content=json.dumps(GOOD), headers=headers)
     assert "application/json" in assert_error(response, 415)["detail"]
@@ -130,11 +135,18 @@ def test_batch_size_larger_than_the_data_is_clipped_with_a_warning(client: TestC
 
 def test_defaults_are_the_notebook_settings(client: TestClient) -> None:
     job = client.post("/jobs", json={"data": GOOD["data"]}).json()
-    assert job["spec"]["model"] == {"hidden_layers": [80], "activation": "tanh",
-                                    "output_activation": "tanh"}
+    assert job["spec"]["model"] == {
+        "hidden_layers": [80],
+        "activation": "tanh",
+        "output_activation": "tanh",
+    }
     training = job["spec"]["training"]
-    assert (training["optimizer"], training["learning_rate"], training["epochs"], training["loss"]) == (
-        "adam", 0.01, 400, "mse")
+    assert (
+        training["optimizer"],
+        training["learning_rate"],
+        training["epochs"],
+        training["loss"],
+    ) == ("adam", 0.01, 400, "mse")
     assert job["spec"]["preprocessing"] == {"inputs": "standard", "targets": "none"}
 
 
@@ -166,7 +178,9 @@ def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> N
 
 def test_predicting_a_model_that_is_not_ready_is_409(client: TestClient) -> None:
     job = client.post("/jobs", json=GOOD).json()
-    body = assert_error(client.post(f"/models/{job['id']}/predict", json={"inputs": [[1.0, 2.0]]}), 409)
+    body = assert_error(
+        client.post(f"/models/{job['id']}/predict", json={"inputs": [[1.0, 2.0]]}), 409
+    )
     assert body["error"] == "model_not_ready" and "queued" in body["detail"]
     assert assert_error(client.get(f"/models/{job['id']}"), 409)["error"] == "model_not_ready"
 

@@ -1,4 +1,4 @@
-"""docker-compose.yml parses, and every command in it (and the Dockerfile's) is a real entry point."""
+"""docker-compose.yml parses; its commands (and the Dockerfile's) are real entry points."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def test_compose_has_an_api_and_a_worker_sharing_the_database() -> None:
     assert "data" in compose()["volumes"]
     assert services["api"]["ports"] == ["8000:8000"]
     for role in ("api", "worker"):
-        assert services[role]["depends_on"]["migrate"]["condition"] == \
-            "service_completed_successfully"
+        assert (
+            services[role]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        )
 
 
 def test_compose_commands_are_real_entry_points() -> None:

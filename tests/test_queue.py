@@ -40,13 +40,25 @@ def job(db: Database, job_id: str) -> Job:
 
 def expire_lease(db: Database, job_id: str) -> None:
     with db.write() as session:
-        session.execute(update(Job).where(Job.id == job_id)
-                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def fake_model(job_id: str) -> Model:
-    return Model(id=job_id, task="regression", architecture={}, weights=b"", scalers={},
-                 n_features=1, n_outputs=1, classes=None, metrics={})
+    return Model(
+        id=job_id,
+        task="regression",
+        architecture={},
+        weights=b"",
+        scalers={},
+        n_features=1,
+        n_outputs=1,
+        classes=None,
+        metrics={},
+    )
 
 
 def test_claim_takes_the_oldest_queued_job_once(db: Database, settings: Settings) -> None:
@@ -65,9 +77,10 @@ def test_concurrent_workers_never_claim_the_same_job(db: Database, settings: Set
     ids = add_jobs(db, settings, 150)
     context = multiprocessing.get_context("spawn")
     results, start = context.Queue(), context.Event()
-    workers = [context.Process(target=claim_all,
-                               args=(settings.database_url, f"w{i}", start, results))
-               for i in range(4)]
+    workers = [
+        context.Process(target=claim_all, args=(settings.database_url, f"w{i}", start, results))
+        for i in range(4)
+    ]
     for process in workers:
         process.start()
     time.sleep(1.0)  # let every claimer connect before the race starts
@@ -113,7 +126,9 @@ def test_a_worker_that_lost_its_lease_writes_nothing(db: Database, settings: Set
     assert not queue.finish_failed(db, job_id, "slow", "late")
     with db.read() as session:
         assert session.get(Model, job_id) is None
-        assert session.scalars(select(LossRecord.epoch).where(LossRecord.job_id == job_id)).all() == [1]
+        assert session.scalars(
+            select(LossRecord.epoch).where(LossRecord.job_id == job_id)
+        ).all() == [1]
     current = job(db, job_id)
     assert (current.status, current.lease_owner, current.attempts) == ("running", "fast", 2)
 
@@ -125,7 +140,12 @@ def test_succeeding_stores_model_and_loss_rows_together(db: Database, settings: 
     assert queue.finish_succeeded(db, job_id, "w1", fake_model(job_id), rows, best_epoch=2)
     done = job(db, job_id)
     assert (done.status, done.epoch, done.train_loss, done.val_loss, done.best_epoch) == (
-        "succeeded", 2, 0.25, 0.3, 2)
+        "succeeded",
+        2,
+        0.25,
+        0.3,
+        2,
+    )
     assert done.lease_owner is None and done.finished_at is not None
     with db.read() as session:
         assert session.get(Model, job_id) is not None
@@ -137,7 +157,9 @@ def test_reset_progress_drops_rows_of_an_earlier_attempt(db: Database, settings:
     queue.record_progress(db, job_id, "w1", [EpochRow(e, 1.0 / e, None, e) for e in (1, 2, 3)])
     assert queue.reset_progress(db, job_id, "w1", keep_epochs=1)
     with db.read() as session:
-        assert session.scalars(select(LossRecord.epoch).where(LossRecord.job_id == job_id)).all() == [1]
+        assert session.scalars(
+            select(LossRecord.epoch).where(LossRecord.job_id == job_id)
+        ).all() == [1]
     assert job(db, job_id).epoch == 1
 
 
@@ -161,8 +183,9 @@ def test_expired_job_with_a_cancel_request_ends_cancelled(db: Database, settings
     assert job(db, job_id).status == "cancelled"
 
 
-def test_release_hands_the_job_back_without_counting_an_attempt(db: Database,
-                                                                 settings: Settings) -> None:
+def test_release_hands_the_job_back_without_counting_an_attempt(
+    db: Database, settings: Settings
+) -> None:
     (job_id,) = add_jobs(db, settings, 1)
     queue.claim(db, "w1", 30)
     assert queue.release(db, job_id, "w1")

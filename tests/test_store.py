@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from service.store import CorruptBlob, Dataset, decode_dataset, decode_weights, encode_dataset, encode_weights
+from service.store import (
+    CorruptBlob,
+    Dataset,
+    decode_dataset,
+    decode_weights,
+    encode_dataset,
+    encode_weights,
+)
 
 
 def test_weights_round_trip_exactly() -> None:
@@ -18,8 +25,11 @@ def test_weights_round_trip_exactly() -> None:
 
 
 def test_dataset_round_trips_with_class_labels() -> None:
-    dataset = Dataset(x=np.random.default_rng(0).normal(size=(5, 3)),
-                      y=np.array([0, 1, 1, 0, 2]), classes=["cat", "dog", 7])
+    dataset = Dataset(
+        x=np.random.default_rng(0).normal(size=(5, 3)),
+        y=np.array([0, 1, 1, 0, 2]),
+        classes=["cat", "dog", 7],
+    )
     restored = decode_dataset(encode_dataset(dataset))
     np.testing.assert_array_equal(restored.x, dataset.x)
     np.testing.assert_array_equal(restored.y, dataset.y)

@@ -53,13 +53,18 @@ def upgrade() -> None:
         timestamp("started_at"),
         timestamp("finished_at"),
     )
-    op.create_index("ix_jobs_queued", "jobs", ["created_at"],
-                    sqlite_where=QUEUED, postgresql_where=QUEUED)
+    op.create_index(
+        "ix_jobs_queued", "jobs", ["created_at"], sqlite_where=QUEUED, postgresql_where=QUEUED
+    )
     op.create_index("ix_jobs_status_created", "jobs", ["status", "created_at"])
     op.create_table(
         "loss_history",
-        sa.Column("job_id", sa.String(length=36),
-                  sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "job_id",
+            sa.String(length=36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("epoch", sa.Integer(), primary_key=True),
         sa.Column("train_loss", sa.Float(), nullable=False),
         sa.Column("val_loss", sa.Float(), nullable=True),
@@ -67,8 +72,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "models",
-        sa.Column("id", sa.String(length=36),
-                  sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "id",
+            sa.String(length=36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("task", sa.String(length=20), nullable=False),
         sa.Column("architecture", sa.JSON(), nullable=False),
         sa.Column("weights", sa.LargeBinary(), nullable=False),

@@ -37,5 +37,6 @@ def require_json(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(
-            f"send the body as JSON with Content-Type: application/json (got {media_type or 'none'})"
+            "send the body as JSON with Content-Type: application/json "
+            f"(got {media_type or 'none'})"
         )

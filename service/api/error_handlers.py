@@ -29,8 +29,9 @@ HTTP_KINDS = {
 MAX_LISTED_ERRORS = 5
 
 
-def error_response(status: int, kind: str, detail: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, kind: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -41,10 +42,15 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
         location = _location(error.get("loc", ()))
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         if tuple(error.get("loc", ())) == ("body",) and error.get("type") in (
-                "model_attributes_type", "dict_type", "model_type"):
+            "model_attributes_type",
+            "dict_type",
+            "model_type",
+        ):
             message = "the body must be a JSON object"
         elif error.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+            message = (
+                f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+            )
         parts.append(f"{location}: {message}" if location else message)
     more = len(errors) - MAX_LISTED_ERRORS
     if more > 0:
@@ -76,7 +82,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", describe_validation_errors(list(exc.errors())))
+        return error_response(
+            422, "validation_error", describe_validation_errors(list(exc.errors()))
+        )
 
     @app.exception_handler(HTTPException)
     async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:

@@ -21,14 +21,18 @@ class Scaler:
         mean = values.mean(axis=0)
         std = values.std(axis=0)
         # A constant column has nothing to scale; dividing by ~0 would blow it up.
-        scale = np.where(std < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0), 1.0, std)
+        scale = np.where(
+            std < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0), 1.0, std
+        )
         return cls(mean=mean, scale=scale)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
-        return (values - self.mean) / self.scale
+        scaled: np.ndarray = (values - self.mean) / self.scale
+        return scaled
 
     def inverse_transform(self, values: np.ndarray) -> np.ndarray:
-        return values * self.scale + self.mean
+        restored: np.ndarray = values * self.scale + self.mean
+        return restored
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "standard", "mean": self.mean.tolist(), "scale": self.scale.tolist()}
@@ -37,11 +41,15 @@ class Scaler:
     def from_json(cls, data: dict[str, Any] | None) -> Scaler | None:
         if not data or data.get("kind") != "standard":
             return None
-        return cls(mean=np.asarray(data["mean"], dtype=np.float64),
-                   scale=np.asarray(data["scale"], dtype=np.float64))
+        return cls(
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+        )
 
 
-def split_indices(n_rows: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    n_rows: int, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded shuffle split: (train rows, validation rows)."""
     n_val = round(n_rows * validation_fraction)
     if n_val == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,7 +46,7 @@ class NetworkConfig:
     @property
     def n_parameters(self) -> int:
         widths = [self.n_inputs, *self.hidden_layers, self.n_outputs]
-        return sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+        return sum((a + 1) * b for a, b in itertools.pairwise(widths))
 
 
 def build_network(config: NetworkConfig) -> nn.Sequential:

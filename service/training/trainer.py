@@ -71,7 +71,9 @@ def make_optimizer(network: nn.Module, config: TrainingConfig) -> torch.optim.Op
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.learning_rate, momentum=config.momentum,
+            params,
+            lr=config.learning_rate,
+            momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
     raise ValueError(f"unknown optimizer {config.optimizer!r}")

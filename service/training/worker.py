@@ -63,8 +63,9 @@ class Interrupt:
 class LeaseKeeper(threading.Thread):
     """Renews the lease every heartbeat; interrupts training on a cancel request or a lost lease."""
 
-    def __init__(self, db: Database, settings: Settings, job_id: str, worker_id: str,
-                 interrupt: Interrupt) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, job_id: str, worker_id: str, interrupt: Interrupt
+    ) -> None:
         super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
         self._db, self._settings = db, settings
         self._job_id, self._worker_id = job_id, worker_id
@@ -74,8 +75,9 @@ class LeaseKeeper(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(self._settings.heartbeat_seconds):
             try:
-                lease = queue.heartbeat(self._db, self._job_id, self._worker_id,
-                                        self._settings.lease_seconds)
+                lease = queue.heartbeat(
+                    self._db, self._job_id, self._worker_id, self._settings.lease_seconds
+                )
             except Exception:  # a missed beat is survivable: the lease outlasts several
                 log.exception("heartbeat for job %s failed", self._job_id)
                 continue
@@ -92,8 +94,15 @@ class LeaseKeeper(threading.Thread):
 class ProgressWriter:
     """Buffers epoch rows and writes them in batches at most `flush_seconds` apart."""
 
-    def __init__(self, db: Database, job_id: str, worker_id: str, flush_seconds: float,
-                 interrupt: Interrupt, device: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        job_id: str,
+        worker_id: str,
+        flush_seconds: float,
+        interrupt: Interrupt,
+        device: str,
+    ) -> None:
         self._db, self._job_id, self._worker_id = db, job_id, worker_id
         self._flush_seconds = flush_seconds
         self._interrupt = interrupt
@@ -102,14 +111,16 @@ class ProgressWriter:
         self._last_flush = time.monotonic()
 
     def __call__(self, result: EpochResult) -> None:
-        self.pending.append(EpochRow(result.epoch, result.train_loss, result.val_loss,
-                                     result.seconds))
+        self.pending.append(
+            EpochRow(result.epoch, result.train_loss, result.val_loss, result.seconds)
+        )
         if time.monotonic() - self._last_flush >= self._flush_seconds:
             self.flush()
 
     def flush(self) -> None:
-        if not queue.record_progress(self._db, self._job_id, self._worker_id, self.pending,
-                                     device=self._device):
+        if not queue.record_progress(
+            self._db, self._job_id, self._worker_id, self.pending, device=self._device
+        ):
             self._interrupt.set("lease_lost")
         self._device = None
         self.pending = []
@@ -177,8 +188,14 @@ class Worker:
             interrupt.set("shutdown")
         keeper = LeaseKeeper(self.db, self.settings, job_id, self.worker_id, interrupt)
         keeper.start()
-        progress = ProgressWriter(self.db, job_id, self.worker_id,
-                                  self.settings.loss_flush_seconds, interrupt, str(self.device))
+        progress = ProgressWriter(
+            self.db,
+            job_id,
+            self.worker_id,
+            self.settings.loss_flush_seconds,
+            interrupt,
+            str(self.device),
+        )
         try:
             self._train_and_store(job_id, interrupt, progress)
         except TrainingDiverged as exc:
@@ -186,14 +203,14 @@ class Worker:
             queue.finish_failed(self.db, job_id, self.worker_id, str(exc), progress.take())
         except Exception as exc:  # a job's own failure must not take the worker down
             log.exception("job %s failed", job_id)
-            queue.finish_failed(self.db, job_id, self.worker_id,
-                                f"{type(exc).__name__}: {exc}", progress.take())
+            queue.finish_failed(
+                self.db, job_id, self.worker_id, f"{type(exc).__name__}: {exc}", progress.take()
+            )
         finally:
             keeper.stop()
             self._current = None
 
-    def _train_and_store(self, job_id: str, interrupt: Interrupt,
-                         progress: ProgressWriter) -> None:
+    def _train_and_store(self, job_id: str, interrupt: Interrupt, progress: ProgressWriter) -> None:
         with self.db.read() as session:
             job = session.get(Job, job_id)
             assert job is not None, "a claimed job exists"
@@ -204,7 +221,8 @@ class Worker:
         if not queue.reset_progress(self.db, job_id, self.worker_id):
             return
         prepared = prepare(
-            dataset.x, dataset.y,
+            dataset.x,
+            dataset.y,
             classification=spec.task == "classification",
             scale_inputs=spec.preprocessing.inputs == "standard",
             scale_targets=spec.preprocessing.targets == "standard",
@@ -224,11 +242,17 @@ class Worker:
         network = build_network(config).to(self.device)
         t = spec.training
         result = train(
-            network, prepared.tensors,
+            network,
+            prepared.tensors,
             TrainingConfig(
-                optimizer=t.optimizer, learning_rate=t.learning_rate, momentum=t.momentum,
-                weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=t.epochs,
-                loss=t.loss or "mse", early_stopping_patience=t.early_stopping_patience,
+                optimizer=t.optimizer,
+                learning_rate=t.learning_rate,
+                momentum=t.momentum,
+                weight_decay=t.weight_decay,
+                batch_size=t.batch_size,
+                epochs=t.epochs,
+                loss=t.loss or "mse",
+                early_stopping_patience=t.early_stopping_patience,
                 seed=t.seed,
             ),
             on_epoch=progress,
@@ -236,9 +260,16 @@ class Worker:
         )
         self._persist(job_id, interrupt, progress, result, config, prepared, dataset.classes)
 
-    def _persist(self, job_id: str, interrupt: Interrupt, progress: ProgressWriter,
-                 result: TrainingResult, config: NetworkConfig, prepared: PreparedData,
-                 classes: list[object] | None) -> None:
+    def _persist(
+        self,
+        job_id: str,
+        interrupt: Interrupt,
+        progress: ProgressWriter,
+        result: TrainingResult,
+        config: NetworkConfig,
+        prepared: PreparedData,
+        classes: list[object] | None,
+    ) -> None:
         rows = progress.take()
         if result.stop_reason == "cancelled" or interrupt.reason is not None:
             if interrupt.reason == "cancelled":
@@ -272,10 +303,10 @@ class Worker:
             classes=classes,
             metrics=metrics,
         )
-        if queue.finish_succeeded(self.db, job_id, self.worker_id, model, rows,
-                                  result.best_epoch):
-            log.info("job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss,
-                     last.seconds)
+        if queue.finish_succeeded(self.db, job_id, self.worker_id, model, rows, result.best_epoch):
+            log.info(
+                "job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss, last.seconds
+            )
         else:
             log.warning("job %s: lease lost before the model was stored", job_id)
 
@@ -303,4 +334,3 @@ def run_worker(settings: Settings) -> None:
         worker.run_forever()
     finally:
         worker.db.dispose()
-

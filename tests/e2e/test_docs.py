@@ -30,8 +30,13 @@ def test_the_readme_tour_runs_as_written(service: ServiceProcess, tmp_path: Path
     # The tour runs from the repository root: give it one whose files are the real ones.
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     (tmp_path / "examples").symlink_to(REPO / "examples")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr + service.log_tail()
     assert '"train_loss"' in result.stdout
     assert '{"predictions":[[' in result.stdout
@@ -39,13 +44,25 @@ def test_the_readme_tour_runs_as_written(service: ServiceProcess, tmp_path: Path
 
 def test_the_sinc_example_reproduces_the_notebook(service: ServiceProcess, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "sinc.py"), "--url", service.url,
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "examples" / "sinc.py"),
+            "--url",
+            service.url,
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    loss, rmse = map(float, re.findall(
-        r"final training loss ([\d.]+), RMSE on the 100x100 grid ([\d.]+)", result.stdout)[0])
+    loss, rmse = map(
+        float,
+        re.findall(
+            r"final training loss ([\d.]+), RMSE on the 100x100 grid ([\d.]+)", result.stdout
+        )[0],
+    )
     assert loss <= 0.005 and rmse <= 0.06
     for name in ("fit.png", "loss.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")

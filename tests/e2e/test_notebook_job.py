@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import ServiceProcess, grid, sinc, sinc_job, wait_for_job
+from tests.support import ServiceProcess, grid, sinc, sinc_job
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,17 @@ def notebook_job(api: httpx.Client, service: ServiceProcess) -> dict[str, Any]:
         time.sleep(0.1)
     elapsed = time.perf_counter() - submitted
     print(f"notebook job: {elapsed:.2f}s submit->{job['status']}, final loss {job['train_loss']}")
-    return {"job": job, "elapsed": elapsed, "live_lengths": live_lengths,
-            "live_epochs": live_epochs}
+    return {
+        "job": job,
+        "elapsed": elapsed,
+        "live_lengths": live_lengths,
+        "live_epochs": live_epochs,
+    }
 
 
-def test_notebook_job_reaches_the_notebook_loss(notebook_job: dict[str, Any],
-                                                 service: ServiceProcess) -> None:
+def test_notebook_job_reaches_the_notebook_loss(
+    notebook_job: dict[str, Any], service: ServiceProcess
+) -> None:
     job = notebook_job["job"]
     assert job["status"] == "succeeded", (job, service.log_tail())
     assert job["epoch"] == 400 and job["attempts"] == 1 and job["device"] == "cpu"
@@ -45,10 +50,12 @@ def test_notebook_job_reaches_the_notebook_loss(notebook_job: dict[str, Any],
 
 
 def test_predictions_on_the_notebook_eval_grid_are_close_to_sinc(
-        notebook_job: dict[str, Any], api: httpx.Client) -> None:
+    notebook_job: dict[str, Any], api: httpx.Client
+) -> None:
     eval_x = grid(100)
-    response = api.post(f"/models/{notebook_job['job']['id']}/predict",
-                        json={"inputs": eval_x.tolist()})
+    response = api.post(
+        f"/models/{notebook_job['job']['id']}/predict", json={"inputs": eval_x.tolist()}
+    )
     assert response.status_code == 200, response.text
     predictions = np.asarray(response.json()["predictions"])
     assert predictions.shape == (10_000, 1)
@@ -58,7 +65,8 @@ def test_predictions_on_the_notebook_eval_grid_are_close_to_sinc(
 
 
 def test_loss_history_has_every_epoch_and_grew_while_training(
-        notebook_job: dict[str, Any], api: httpx.Client) -> None:
+    notebook_job: dict[str, Any], api: httpx.Client
+) -> None:
     loss = api.get(f"/models/{notebook_job['job']['id']}/loss").json()
     assert loss["status"] == "succeeded"
     assert loss["epochs"] == list(range(1, 401))
@@ -73,10 +81,16 @@ def test_loss_history_has_every_epoch_and_grew_while_training(
 
 
 def test_model_describes_its_architecture_scalers_and_metrics(
-        notebook_job: dict[str, Any], api: httpx.Client) -> None:
+    notebook_job: dict[str, Any], api: httpx.Client
+) -> None:
     model = api.get(f"/models/{notebook_job['job']['id']}").json()
-    assert model["architecture"] == {"n_inputs": 2, "hidden_layers": [80], "n_outputs": 1,
-                                     "activation": "tanh", "output_activation": "tanh"}
+    assert model["architecture"] == {
+        "n_inputs": 2,
+        "hidden_layers": [80],
+        "n_outputs": 1,
+        "activation": "tanh",
+        "output_activation": "tanh",
+    }
     assert model["n_features"] == 2 and model["classes"] is None
     inputs = model["scalers"]["inputs"]
     assert inputs["kind"] == "standard"
@@ -89,9 +103,11 @@ def test_model_describes_its_architecture_scalers_and_metrics(
     assert notebook_job["job"]["id"] in [m["id"] for m in api.get("/models").json()["models"]]
 
 
-def test_wrong_feature_count_at_predict_time_is_422(notebook_job: dict[str, Any],
-                                                     api: httpx.Client) -> None:
-    response = api.post(f"/models/{notebook_job['job']['id']}/predict",
-                        json={"inputs": [[1.0, 2.0, 3.0]]})
+def test_wrong_feature_count_at_predict_time_is_422(
+    notebook_job: dict[str, Any], api: httpx.Client
+) -> None:
+    response = api.post(
+        f"/models/{notebook_job['job']['id']}/predict", json={"inputs": [[1.0, 2.0, 3.0]]}
+    )
     assert response.status_code == 422
     assert "2 features" in response.json()["detail"]

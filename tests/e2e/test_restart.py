@@ -23,25 +23,34 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
     first = ServiceProcess(database_url, log_path=tmp_path / "first.log").start()
     try:
         with httpx.Client(base_url=first.url, timeout=30) as api:
-            job_id = api.post("/jobs", json={
-                "data": {"x": x.tolist(), "y": y.tolist()},
-                "model": {"hidden_layers": [32, 16], "output_activation": None},
-                "training": {"epochs": 30, "batch_size": 50, "validation_fraction": 0.2},
-                "preprocessing": {"targets": "standard"},
-            }).json()["id"]
+            job_id = api.post(
+                "/jobs",
+                json={
+                    "data": {"x": x.tolist(), "y": y.tolist()},
+                    "model": {"hidden_layers": [32, 16], "output_activation": None},
+                    "training": {"epochs": 30, "batch_size": 50, "validation_fraction": 0.2},
+                    "preprocessing": {"targets": "standard"},
+                },
+            ).json()["id"]
             assert wait_for_job(api, job_id)["status"] == "succeeded", first.log_tail()
-            before = [api.post(f"/models/{job_id}/predict", json=probe).json(),
-                      api.get(f"/models/{job_id}").json(), api.get(f"/models/{job_id}/loss").json(),
-                      api.get(f"/jobs/{job_id}").json()]
+            before = [
+                api.post(f"/models/{job_id}/predict", json=probe).json(),
+                api.get(f"/models/{job_id}").json(),
+                api.get(f"/models/{job_id}/loss").json(),
+                api.get(f"/jobs/{job_id}").json(),
+            ]
     finally:
         assert first.stop() == 0, first.log_tail()
 
     second = ServiceProcess(database_url, log_path=tmp_path / "second.log").start()
     try:
         with httpx.Client(base_url=second.url, timeout=30) as api:
-            after = [api.post(f"/models/{job_id}/predict", json=probe).json(),
-                     api.get(f"/models/{job_id}").json(), api.get(f"/models/{job_id}/loss").json(),
-                     api.get(f"/jobs/{job_id}").json()]
+            after = [
+                api.post(f"/models/{job_id}/predict", json=probe).json(),
+                api.get(f"/models/{job_id}").json(),
+                api.get(f"/models/{job_id}/loss").json(),
+                api.get(f"/jobs/{job_id}").json(),
+            ]
     finally:
         assert second.stop() == 0, second.log_tail()
     assert after == before

@@ -30,8 +30,10 @@ def test_scaler_round_trips_through_json() -> None:
     restored = Scaler.from_json(scaler.to_json())
     assert restored is not None
     values = np.array([[2.0, 0.5]])
-    np.testing.assert_array_equal(restored.inverse_transform(restored.transform(values)),
-                                  scaler.inverse_transform(scaler.transform(values)))
+    np.testing.assert_array_equal(
+        restored.inverse_transform(restored.transform(values)),
+        scaler.inverse_transform(scaler.transform(values)),
+    )
     assert Scaler.from_json({"kind": "none"}) is None
 
 
@@ -49,8 +51,16 @@ def test_split_is_seeded_disjoint_and_complete() -> None:
 def test_input_scaler_is_fit_on_the_training_rows_only() -> None:
     x = np.arange(20, dtype=np.float64).reshape(10, 2)
     y = np.zeros((10, 1))
-    prepared = prepare(x, y, classification=False, scale_inputs=True, scale_targets=False,
-                       validation_fraction=0.3, seed=1, device=torch.device("cpu"))
+    prepared = prepare(
+        x,
+        y,
+        classification=False,
+        scale_inputs=True,
+        scale_targets=False,
+        validation_fraction=0.3,
+        seed=1,
+        device=torch.device("cpu"),
+    )
     train_rows, _ = split_indices(10, 0.3, seed=1)
     assert prepared.input_scaler is not None
     np.testing.assert_allclose(prepared.input_scaler.mean, x[train_rows].mean(axis=0))
@@ -61,9 +71,16 @@ def test_input_scaler_is_fit_on_the_training_rows_only() -> None:
 @pytest.mark.parametrize("scale_targets", [True, False])
 def test_target_scaling_is_optional(scale_targets: bool) -> None:
     x, y = sinc_data(10)
-    prepared = prepare(x, y * 100, classification=False, scale_inputs=False,
-                       scale_targets=scale_targets, validation_fraction=0.0, seed=0,
-                       device=torch.device("cpu"))
+    prepared = prepare(
+        x,
+        y * 100,
+        classification=False,
+        scale_inputs=False,
+        scale_targets=scale_targets,
+        validation_fraction=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     assert (prepared.target_scaler is not None) == scale_targets
     spread = prepared.tensors.y_train.std(correction=0).item()
     assert spread == pytest.approx(1.0, rel=1e-3) if scale_targets else spread > 10

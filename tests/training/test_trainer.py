@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -14,9 +15,16 @@ from tests.support import sinc_data
 
 def sinc_tensors(validation_fraction: float = 0.0, seed: int = 0) -> TrainingTensors:
     x, y = sinc_data(20)
-    return prepare(x, y, classification=False, scale_inputs=True, scale_targets=False,
-                   validation_fraction=validation_fraction, seed=seed,
-                   device=torch.device("cpu")).tensors
+    return prepare(
+        x,
+        y,
+        classification=False,
+        scale_inputs=True,
+        scale_targets=False,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        device=torch.device("cpu"),
+    ).tensors
 
 
 def smooth_tensors() -> TrainingTensors:
@@ -24,8 +32,16 @@ def smooth_tensors() -> TrainingTensors:
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(256, 2))
     y = (0.5 * np.tanh(x[:, 0]) + 0.2 * x[:, 1]).reshape(-1, 1)
-    return prepare(x, y, classification=False, scale_inputs=True, scale_targets=False,
-                   validation_fraction=0.0, seed=0, device=torch.device("cpu")).tensors
+    return prepare(
+        x,
+        y,
+        classification=False,
+        scale_inputs=True,
+        scale_targets=False,
+        validation_fraction=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+    ).tensors
 
 
 def fresh_network(seed: int = 0, output: str | None = "tanh") -> torch.nn.Module:
@@ -50,20 +66,29 @@ def test_another_seed_gives_another_history() -> None:
 
 def test_loss_falls_and_each_epoch_is_reported_in_order() -> None:
     seen: list[EpochResult] = []
-    result = train(fresh_network(), smooth_tensors(), TrainingConfig(epochs=60, batch_size=50),
-                   on_epoch=seen.append)
+    result = train(
+        fresh_network(),
+        smooth_tensors(),
+        TrainingConfig(epochs=60, batch_size=50),
+        on_epoch=seen.append,
+    )
     assert [e.epoch for e in seen] == list(range(1, 61))
     assert seen == result.history
     assert seen[-1].train_loss < seen[0].train_loss / 2
-    assert all(b.seconds >= a.seconds for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b.seconds >= a.seconds for a, b in itertools.pairwise(seen))
     assert result.stop_reason == "completed"
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 @pytest.mark.parametrize("loss", ["mse", "mae", "huber"])
 def test_every_optimizer_and_regression_loss_trains(optimizer: str, loss: str) -> None:
-    config = TrainingConfig(optimizer=optimizer, loss=loss, epochs=30, batch_size=50,
-                            learning_rate=0.05 if optimizer == "sgd" else 0.01)
+    config = TrainingConfig(
+        optimizer=optimizer,
+        loss=loss,
+        epochs=30,
+        batch_size=50,
+        learning_rate=0.05 if optimizer == "sgd" else 0.01,
+    )
     result = train(fresh_network(), smooth_tensors(), config)
     assert result.history[-1].train_loss < 0.75 * result.history[0].train_loss
 
@@ -71,8 +96,11 @@ def test_every_optimizer_and_regression_loss_trains(optimizer: str, loss: str) -
 def test_early_stopping_keeps_the_weights_of_the_best_epoch() -> None:
     data = sinc_tensors(validation_fraction=0.3)
     network = fresh_network()
-    result = train(network, data, TrainingConfig(epochs=400, batch_size=16, learning_rate=0.05,
-                                                 early_stopping_patience=3))
+    result = train(
+        network,
+        data,
+        TrainingConfig(epochs=400, batch_size=16, learning_rate=0.05, early_stopping_patience=3),
+    )
     assert result.stop_reason == "early_stopped"
     best = min(result.history, key=lambda e: e.val_loss or np.inf)
     assert result.best_epoch == best.epoch
@@ -84,8 +112,11 @@ def test_early_stopping_keeps_the_weights_of_the_best_epoch() -> None:
 
 
 def test_validation_loss_is_reported_when_there_is_a_split() -> None:
-    result = train(fresh_network(), sinc_tensors(validation_fraction=0.2),
-                   TrainingConfig(epochs=3, batch_size=64))
+    result = train(
+        fresh_network(),
+        sinc_tensors(validation_fraction=0.2),
+        TrainingConfig(epochs=3, batch_size=64),
+    )
     assert all(e.val_loss is not None and e.val_loss > 0 for e in result.history)
 
 
@@ -98,25 +129,42 @@ def test_should_stop_interrupts_between_batches() -> None:
         if epoch.epoch == 2:
             stop.set()
 
-    result = train(fresh_network(), sinc_tensors(), TrainingConfig(epochs=50, batch_size=32),
-                   on_epoch=on_epoch, should_stop=stop.is_set)
+    result = train(
+        fresh_network(),
+        sinc_tensors(),
+        TrainingConfig(epochs=50, batch_size=32),
+        on_epoch=on_epoch,
+        should_stop=stop.is_set,
+    )
     assert result.stop_reason == "cancelled"
     assert [e.epoch for e in seen] == [1, 2]
 
 
 def test_a_diverging_loss_raises_with_the_epoch() -> None:
     with pytest.raises(TrainingDiverged, match=r"at epoch \d+"):
-        train(fresh_network(output=None), sinc_tensors(),
-              TrainingConfig(optimizer="sgd", learning_rate=1e30, momentum=0.0, epochs=5,
-                             batch_size=400))
+        train(
+            fresh_network(output=None),
+            sinc_tensors(),
+            TrainingConfig(
+                optimizer="sgd", learning_rate=1e30, momentum=0.0, epochs=5, batch_size=400
+            ),
+        )
 
 
 def test_classification_learns_a_separable_problem() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 2))
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
-    data = prepare(x, y, classification=True, scale_inputs=True, scale_targets=False,
-                   validation_fraction=0.0, seed=0, device=torch.device("cpu")).tensors
+    data = prepare(
+        x,
+        y,
+        classification=True,
+        scale_inputs=True,
+        scale_targets=False,
+        validation_fraction=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+    ).tensors
     torch.manual_seed(0)
     network = build_network(NetworkConfig(2, (8,), 2, "relu", None))
     result = train(network, data, TrainingConfig(loss="cross_entropy", epochs=40, batch_size=32))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import func, select
 
 from service import queue
-from service.api.deps import require_json, DatabaseDep, SettingsDep
+from service.api.deps import DatabaseDep, SettingsDep, require_json
 from service.errors import NotFound
 from service.models import Job
 from service.schemas import ErrorOut, JobCreate, JobList, JobOut, JobSpec
@@ -20,17 +20,33 @@ StatusFilter = Annotated[
     str | None,
     Query(pattern="^(queued|running|succeeded|failed|cancelled)$", description="Only this status."),
 ]
-NOT_FOUND = {404: {"model": ErrorOut, "description": "No job with this id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No job with this id"}
+}
 
 
 def job_out(job: Job) -> JobOut:
     return JobOut(
-        id=job.id, name=job.name, task=job.task, status=job.status,  # type: ignore[arg-type]
-        epoch=job.epoch, epochs=job.epochs, train_loss=job.train_loss, val_loss=job.val_loss,
-        best_epoch=job.best_epoch, attempts=job.attempts, max_attempts=job.max_attempts,
-        cancel_requested=job.cancel_requested, error=job.error, warnings=job.warnings or [],
-        n_rows=job.n_rows, n_features=job.n_features, device=job.device,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        id=job.id,
+        name=job.name,
+        task=job.task,  # type: ignore[arg-type]
+        status=job.status,  # type: ignore[arg-type]
+        epoch=job.epoch,
+        epochs=job.epochs,
+        train_loss=job.train_loss,
+        val_loss=job.val_loss,
+        best_epoch=job.best_epoch,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        warnings=job.warnings or [],
+        n_rows=job.n_rows,
+        n_features=job.n_features,
+        device=job.device,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
         spec=JobSpec.model_validate(job.spec),
     )
 
@@ -38,12 +54,15 @@ def job_out(job: Job) -> JobOut:
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={422: {"model": ErrorOut, "description": "The job spec is invalid"},
-               415: {"model": ErrorOut, "description": "The body is not JSON"}},
+    responses={
+        422: {"model": ErrorOut, "description": "The job spec is invalid"},
+        415: {"model": ErrorOut, "description": "The body is not JSON"},
+    },
     dependencies=[Depends(require_json)],
 )
-def submit_job(request: JobCreate, response: Response, db: DatabaseDep,
-               settings: SettingsDep) -> JobOut:
+def submit_job(
+    request: JobCreate, response: Response, db: DatabaseDep, settings: SettingsDep
+) -> JobOut:
     """Queue a training job. It is answered at once; poll `Location` for progress."""
     job = build_job(request, settings)
     with db.write() as session:
@@ -64,8 +83,11 @@ def list_jobs(
     with db.read() as session:
         total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
         jobs = session.scalars(
-            select(Job).where(*conditions)
-            .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+            select(Job)
+            .where(*conditions)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit)
+            .offset(offset)
         ).all()
         return JobList(jobs=[job_out(j) for j in jobs], total=total, limit=limit, offset=offset)
 
@@ -86,6 +108,3 @@ def get_job(job_id: str, db: DatabaseDep) -> JobOut:
 def cancel_job(job_id: str, db: DatabaseDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its next batch."""
     return job_out(queue.request_cancel(db, job_id))
-
-
-

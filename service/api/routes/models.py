@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import delete, func, select
 
-from service.api.deps import require_json, DatabaseDep, PredictorsDep
+from service.api.deps import DatabaseDep, PredictorsDep, require_json
 from service.errors import Conflict, ModelNotReady, NotFound
 from service.inference import predict
 from service.models import Job, JobStatus, LossRecord, Model
@@ -23,16 +23,26 @@ from service.schemas import (
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-NOT_FOUND = {404: {"model": ErrorOut, "description": "No model or job with this id"}}
-NOT_READY = {409: {"model": ErrorOut, "description": "The job has not succeeded (yet)"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No model or job with this id"}
+}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The job has not succeeded (yet)"}
+}
 
 
 def model_out(model: Model, name: str | None) -> ModelOut:
     return ModelOut(
-        id=model.id, name=name, task=model.task,  # type: ignore[arg-type]
-        created_at=model.created_at, architecture=model.architecture,
-        n_features=model.n_features, n_outputs=model.n_outputs, classes=model.classes,
-        scalers=model.scalers, metrics=model.metrics,
+        id=model.id,
+        name=name,
+        task=model.task,  # type: ignore[arg-type]
+        created_at=model.created_at,
+        architecture=model.architecture,
+        n_features=model.n_features,
+        n_outputs=model.n_outputs,
+        classes=model.classes,
+        scalers=model.scalers,
+        metrics=model.metrics,
     )
 
 
@@ -46,11 +56,15 @@ def list_models(
     with db.read() as session:
         total = session.scalar(select(func.count()).select_from(Model)) or 0
         rows = session.execute(
-            select(Model, Job.name).join(Job, Job.id == Model.id)
-            .order_by(Model.created_at.desc(), Model.id.desc()).limit(limit).offset(offset)
+            select(Model, Job.name)
+            .join(Job, Job.id == Model.id)
+            .order_by(Model.created_at.desc(), Model.id.desc())
+            .limit(limit)
+            .offset(offset)
         ).all()
-        return ModelList(models=[model_out(m, name) for m, name in rows], total=total,
-                         limit=limit, offset=offset)
+        return ModelList(
+            models=[model_out(m, name) for m, name in rows], total=total, limit=limit, offset=offset
+        )
 
 
 @router.get("/{model_id}", responses={**NOT_FOUND, **NOT_READY})
@@ -91,19 +105,23 @@ def delete_model(model_id: str, db: DatabaseDep, predictors: PredictorsDep) -> R
 @router.post(
     "/{model_id}/predict",
     responses={
-        **NOT_FOUND, **NOT_READY,
+        **NOT_FOUND,
+        **NOT_READY,
         422: {"model": ErrorOut, "description": "Wrong feature count or invalid inputs"},
         415: {"model": ErrorOut, "description": "The body is not JSON"},
     },
     dependencies=[Depends(require_json)],
 )
-def predict_model(model_id: str, request: PredictRequest, predictors: PredictorsDep) -> PredictResponse:
+def predict_model(
+    model_id: str, request: PredictRequest, predictors: PredictorsDep
+) -> PredictResponse:
     """Predict from raw inputs: the stored input scaler is applied, target scaling undone."""
     predictor = predictors.get(model_id)
     prediction = predict(predictor, np.asarray(request.inputs, dtype=np.float64))
     if prediction.labels is not None and prediction.probabilities is not None:
-        return PredictResponse(predictions=prediction.labels,
-                               probabilities=prediction.probabilities.tolist())
+        return PredictResponse(
+            predictions=prediction.labels, probabilities=prediction.probabilities.tolist()
+        )
     assert prediction.values is not None
     return PredictResponse(predictions=prediction.values.tolist())
 
@@ -117,7 +135,8 @@ def get_loss(model_id: str, db: DatabaseDep) -> LossHistoryOut:
             raise NotFound(f"no job or model with id {model_id}")
         rows = session.execute(
             select(LossRecord.epoch, LossRecord.train_loss, LossRecord.val_loss, LossRecord.seconds)
-            .where(LossRecord.job_id == model_id).order_by(LossRecord.epoch)
+            .where(LossRecord.job_id == model_id)
+            .order_by(LossRecord.epoch)
         ).all()
     has_val = any(r.val_loss is not None for r in rows)
     return LossHistoryOut(
