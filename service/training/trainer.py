@@ -1,4 +1,8 @@
-"""The training loop: pure (no database, no HTTP), reporting each epoch through a callback."""
+"""The training loop: pure (no database, no HTTP), reporting each epoch through a callback.
+
+The loop owns what every engine shares: the seeded shuffle of each epoch, the epoch records,
+divergence checks, early stopping and cancellation. Engines (engine.py) own the arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +15,17 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from service.training import numpy_engine
 from service.training.data import TrainingTensors
-
-LOSSES: dict[str, Callable[[], nn.Module]] = {
-    "mse": nn.MSELoss,
-    "mae": nn.L1Loss,
-    "huber": nn.HuberLoss,
-    "cross_entropy": nn.CrossEntropyLoss,
-}
+from service.training.engine import Engine, StopCheck, TrainingConfig
+from service.training.network import NetworkConfig
+from service.training.numpy_engine import NumpyEngine
+from service.training.torch_engine import TorchEngine
 
 StopReason = Literal["completed", "early_stopped", "cancelled"]
+EngineChoice = Literal["auto", "torch", "numpy"]
 
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    optimizer: str = "adam"
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 200
-    epochs: int = 400
-    loss: str = "mse"
-    early_stopping_patience: int | None = None
-    seed: int = 0
+__all__ = ["EpochResult", "TrainingConfig", "TrainingDiverged", "TrainingResult", "train"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +42,7 @@ class TrainingResult:
     history: list[EpochResult] = field(default_factory=list)
     best_epoch: int | None = None
     stop_reason: StopReason = "completed"
+    engine: str = "torch"
 
 
 class TrainingDiverged(Exception):
@@ -63,76 +56,66 @@ class TrainingDiverged(Exception):
         self.epoch = epoch
 
 
-def make_optimizer(network: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    params = network.parameters()
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=config.learning_rate,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+def make_engine(
+    network: nn.Module,
+    architecture: NetworkConfig,
+    config: TrainingConfig,
+    device: torch.device,
+    choice: EngineChoice = "auto",
+) -> Engine:
+    use_numpy = choice == "numpy" or (
+        choice == "auto" and numpy_engine.supports(architecture, device)
+    )
+    if use_numpy:
+        return NumpyEngine(architecture, network.state_dict(), config)
+    return TorchEngine(network, config)
 
 
 def train(
     network: nn.Module,
+    architecture: NetworkConfig,
     data: TrainingTensors,
     config: TrainingConfig,
     *,
     on_epoch: Callable[[EpochResult], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: StopCheck | None = None,
+    engine: EngineChoice = "auto",
 ) -> TrainingResult:
-    """Fit `network` in place; return its final (or best, with early stopping) weights.
+    """Train from `network`'s initial weights; return the final (or best) weights.
 
     The network must already sit on the device of `data`. Given the same initial weights,
     data, config and seed, a CPU run gives the same loss history bit for bit.
     """
     device = data.x_train.device
+    trainer = make_engine(network, architecture, config, device, engine)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
-    optimizer = make_optimizer(network, config)
-    loss_fn = LOSSES[config.loss]()
     n_rows = data.x_train.shape[0]
     batch_size = min(config.batch_size, n_rows)
-    n_batches = math.ceil(n_rows / batch_size)
 
-    result = TrainingResult(state={})
+    result = TrainingResult(state={}, engine=type(trainer).__name__)
     best_val = math.inf
-    best_state: dict[str, torch.Tensor] | None = None
+    best_weights: dict[str, torch.Tensor] | None = None
     epochs_since_best = 0
     started = time.perf_counter()
 
     for epoch in range(1, config.epochs + 1):
-        network.train()
-        # One gather per epoch; batches are then views, not per-sample copies.
+        # One gather per epoch; the engine then slices batches as views.
         order = torch.randperm(n_rows, generator=generator, device=device)
-        x_epoch, y_epoch = data.x_train[order], data.y_train[order]
-        # Accumulated on the device: no host sync per step.
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, n_rows, batch_size):
-            if should_stop is not None and should_stop():
-                result.stop_reason = "cancelled"
-                result.state = _copy_state(network)
-                return result
-            x_batch = x_epoch[start : start + batch_size]
-            y_batch = y_epoch[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(x_batch), y_batch)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-
-        train_loss = loss_sum.item() / n_batches
+        train_loss = trainer.train_epoch(
+            data.x_train[order], data.y_train[order], batch_size, should_stop
+        )
+        if train_loss is None:
+            result.stop_reason = "cancelled"
+            result.state = trainer.weights()
+            return result
         if not math.isfinite(train_loss):
             raise TrainingDiverged(epoch, "training")
-        val_loss = evaluate(network, data.x_val, data.y_val, loss_fn)
-        if val_loss is not None and not math.isfinite(val_loss):
-            raise TrainingDiverged(epoch, "validation")
+        val_loss = None
+        if data.x_val is not None and data.y_val is not None:
+            val_loss = trainer.evaluate(data.x_val, data.y_val)
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(epoch, "validation")
         record = EpochResult(epoch, train_loss, val_loss, time.perf_counter() - started)
         result.history.append(record)
         if on_epoch is not None:
@@ -141,28 +124,12 @@ def train(
         if val_loss is not None and config.early_stopping_patience is not None:
             if val_loss < best_val:
                 best_val, result.best_epoch, epochs_since_best = val_loss, epoch, 0
-                best_state = _copy_state(network)
+                best_weights = trainer.weights()
             else:
                 epochs_since_best += 1
                 if epochs_since_best >= config.early_stopping_patience:
                     result.stop_reason = "early_stopped"
                     break
 
-    result.state = best_state if best_state is not None else _copy_state(network)
+    result.state = best_weights if best_weights is not None else trainer.weights()
     return result
-
-
-@torch.no_grad()
-def evaluate(
-    network: nn.Module, x: torch.Tensor | None, y: torch.Tensor | None, loss_fn: nn.Module
-) -> float | None:
-    if x is None or y is None:
-        return None
-    network.eval()
-    value = float(loss_fn(network(x), y).item())
-    network.train()
-    return value
-
-
-def _copy_state(network: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: t.detach().clone() for name, t in network.state_dict().items()}

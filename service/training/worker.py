@@ -149,10 +149,17 @@ class Worker:
 
     def warm_up(self) -> None:
         """Pay one-off costs (lazy imports, allocator set-up) before the first claim."""
-        tiny = build_network(NetworkConfig(2, (4,), 1, "tanh", None)).to(self.device)
         x = torch.zeros(8, 2, device=self.device)
         y = torch.zeros(8, 1, device=self.device)
-        train(tiny, TrainingTensors(x, y, None, None), TrainingConfig(epochs=2, batch_size=4))
+        architecture = NetworkConfig(2, (4,), 1, "tanh", None)
+        for engine in ("torch", "numpy"):
+            train(
+                build_network(architecture).to(self.device),
+                architecture,
+                TrainingTensors(x, y, None, None),
+                TrainingConfig(epochs=2, batch_size=4),
+                engine=engine if self.device.type == "cpu" else "torch",
+            )
 
     def run_forever(self) -> None:
         log.info("worker %s ready on %s", self.worker_id, self.device)
@@ -243,6 +250,7 @@ class Worker:
         t = spec.training
         result = train(
             network,
+            config,
             prepared.tensors,
             TrainingConfig(
                 optimizer=t.optimizer,
