@@ -2,6 +2,7 @@
 
     ServiceError            500 internal_error (a bug if a client ever sees it)
     ├── InvalidInput        422 invalid_input
+    ├── RequestInvalid      422 validation_error
     ├── NotFound            404 not_found
     ├── Conflict            409 conflict
     │   └── ModelNotReady   409 model_not_ready
@@ -26,6 +27,13 @@ class ServiceError(Exception):
 class InvalidInput(ServiceError):
     status_code = 422
     kind = "invalid_input"
+
+
+class RequestInvalid(ServiceError):
+    """A body that does not have the documented shape (what pydantic reports elsewhere)."""
+
+    status_code = 422
+    kind = "validation_error"
 
 
 class NotFound(ServiceError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ from service.models import Job, Model
 from service.store import CorruptBlob, decode_weights
 from service.training.data import Scaler
 from service.training.network import NetworkConfig, build_network
+from service.training.numpy_network import NumpyNetwork
+
+Forward = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ class Predictor:
     model_id: str
     task: str
     n_features: int
-    network: nn.Module
+    n_parameters: int
+    forward: Forward  # scaled float32 rows -> raw network outputs
     input_scaler: Scaler | None
     target_scaler: Scaler | None
     classes: list[Any] | None
@@ -44,28 +49,46 @@ class Prediction:
     probabilities: np.ndarray | None = None
 
 
-def predict(predictor: Predictor, inputs: np.ndarray) -> Prediction:
-    """Raw inputs in: the stored input scaler is applied and target scaling undone."""
+def check_features(predictor: Predictor, inputs: np.ndarray) -> None:
     if inputs.ndim != 2 or inputs.shape[1] != predictor.n_features:
         width = inputs.shape[1] if inputs.ndim == 2 else "?"
         raise InvalidInput(
             f"model {predictor.model_id} takes {predictor.n_features} features per row, got {width}"
         )
+
+
+def predict(predictor: Predictor, inputs: np.ndarray) -> Prediction:
+    """Raw inputs in: the stored input scaler is applied and target scaling undone."""
+    check_features(predictor, inputs)
     scaled = predictor.input_scaler.transform(inputs) if predictor.input_scaler else inputs
-    with torch.inference_mode():
-        output = predictor.network(torch.from_numpy(np.asarray(scaled, dtype=np.float32)))
-        if predictor.classes is not None:
-            probabilities = torch.softmax(output, dim=1).numpy().astype(np.float64)
-            labels = [predictor.classes[i] for i in probabilities.argmax(axis=1).tolist()]
-            return Prediction(labels=labels, probabilities=probabilities)
-        values = output.numpy().astype(np.float64)
+    output = predictor.forward(np.asarray(scaled, dtype=np.float32)).astype(np.float64)
+    if predictor.classes is not None:
+        probabilities = softmax(output)
+        labels = [predictor.classes[i] for i in probabilities.argmax(axis=1).tolist()]
+        return Prediction(labels=labels, probabilities=probabilities)
     if predictor.target_scaler is not None:
-        values = predictor.target_scaler.inverse_transform(values)
-    return Prediction(values=values)
+        output = predictor.target_scaler.inverse_transform(output)
+    return Prediction(values=output)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return probabilities
+
+
+def torch_forward(network: nn.Module) -> Forward:
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            output: np.ndarray = network(torch.from_numpy(x)).numpy()
+            return output
+
+    return forward
 
 
 def build_predictor(model: Model, weights: bytes) -> Predictor:
-    network = build_network(NetworkConfig.from_dict(model.architecture))
+    config = NetworkConfig.from_dict(model.architecture)
+    network = build_network(config)
     try:
         network.load_state_dict(decode_weights(weights))
     except (CorruptBlob, RuntimeError, KeyError) as exc:
@@ -73,11 +96,18 @@ def build_predictor(model: Model, weights: bytes) -> Predictor:
             f"the stored weights of model {model.id} cannot be read: {exc}"
         ) from exc
     network.eval()
+    # numpy's per-call overhead is a few microseconds, torch's tens: it wins for small networks.
+    forward: Forward = (
+        NumpyNetwork(config, network.state_dict())
+        if NumpyNetwork.supports(config)
+        else torch_forward(network)
+    )
     return Predictor(
         model_id=model.id,
         task=model.task,
         n_features=model.n_features,
-        network=network,
+        n_parameters=config.n_parameters,
+        forward=forward,
         input_scaler=Scaler.from_json(model.scalers.get("inputs")),
         target_scaler=Scaler.from_json(model.scalers.get("targets")),
         classes=model.classes,
@@ -107,12 +137,19 @@ class PredictorCache:
         self._entries: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str) -> Predictor:
+    def cached(self, model_id: str) -> Predictor | None:
+        """The predictor if this process has it already: no I/O, safe on the event loop."""
         with self._lock:
             predictor = self._entries.get(model_id)
             if predictor is not None:
                 self._entries.move_to_end(model_id)
-                return predictor
+            return predictor
+
+    def get(self, model_id: str) -> Predictor:
+        """The predictor, loading it from the database on a miss (blocking I/O)."""
+        predictor = self.cached(model_id)
+        if predictor is not None:
+            return predictor
         predictor = load_predictor(self._db, model_id)
         with self._lock:
             self._entries[model_id] = predictor

@@ -10,49 +10,13 @@ matches that engine's within float32 rounding (tests/training/test_engines.py pr
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from service.training.engine import ADAM_BETAS, ADAM_EPS, HUBER_DELTA, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig
-
-Array = np.ndarray
-LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default
-SOFTPLUS_THRESHOLD = 20.0  # torch.nn.Softplus's default: linear above it
-
-
-def _sigmoid(z: Array) -> Array:
-    out: Array = 1.0 / (1.0 + np.exp(-z))
-    return out
-
-
-# activation name -> (forward z -> a, derivative (z, a) -> da/dz); None derivative means 1.
-Activation = tuple[Callable[[Array], Array], Callable[[Array, Array], Array] | None]
-ACTIVATIONS: dict[str, Activation] = {
-    "identity": (lambda z: z, None),
-    "tanh": (np.tanh, lambda z, a: 1.0 - a * a),
-    "sigmoid": (_sigmoid, lambda z, a: a * (1.0 - a)),
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(z.dtype)),
-    "leaky_relu": (
-        lambda z: np.where(z > 0, z, LEAKY_SLOPE * z),
-        lambda z, a: np.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype),
-    ),
-    "elu": (lambda z: np.where(z > 0, z, np.expm1(z)), lambda z, a: np.where(z > 0, 1.0, a + 1.0)),
-    "softplus": (
-        lambda z: np.where(z > SOFTPLUS_THRESHOLD, z, np.log1p(np.exp(z))),
-        lambda z, a: np.where(z > SOFTPLUS_THRESHOLD, 1.0, _sigmoid(z)).astype(z.dtype),
-    ),
-    "silu": (lambda z: z * _sigmoid(z), lambda z, a: _silu_grad(z)),
-}
-
-
-def _silu_grad(z: Array) -> Array:
-    s = _sigmoid(z)
-    out: Array = s * (1.0 + z * (1.0 - s))
-    return out
-
+from service.training.numpy_network import ACTIVATIONS, Array
 
 # Below this many weights, per-operation overhead dominates and numpy beats autograd.
 MAX_PARAMETERS = 200_000

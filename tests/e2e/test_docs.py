@@ -69,9 +69,10 @@ def test_the_sinc_example_reproduces_the_notebook(service: ServiceProcess, tmp_p
 
 
 def test_openapi_examples_run_as_they_are(api: httpx.Client) -> None:
-    schemas = api.get("/openapi.json").json()["components"]["schemas"]
-    job_example = schemas["JobCreate"]["examples"][0]
-    predict_example = schemas["PredictRequest"]["examples"][0]
+    openapi = api.get("/openapi.json").json()
+    job_example = openapi["components"]["schemas"]["JobCreate"]["examples"][0]
+    predict_body = openapi["paths"]["/models/{model_id}/predict"]["post"]["requestBody"]
+    predict_example = predict_body["content"]["application/json"]["schema"]["examples"][0]
     response = api.post("/jobs", json=job_example)
     assert response.status_code == 202, response.text
     job = wait_for_job(api, response.json()["id"])

@@ -1,0 +1,1 @@
+"""One module per benchmark row group; each `run(...)` returns its result rows."""

@@ -1,0 +1,64 @@
+"""Row 1: the notebook's sinc job through the API vs scikit-learn and the seed notebook."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bench import baselines, jobs
+from bench.report import Row, Target
+from bench.service import Service, running_service
+from bench.settings import Options
+from bench.stats import median
+
+
+def timed_job(service: Service, body: bytes) -> tuple[float, float]:
+    """Client-side submit → `succeeded` (GET every ~10 ms), and the job's final train loss."""
+    start = time.perf_counter()
+    job = service.wait(service.submit(body), poll=0.01)
+    elapsed = time.perf_counter() - start
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"sinc job {job['status']}: {job.get('error')}")
+    return elapsed, float(job["train_loss"])
+
+
+def run(options: Options, log: Callable[[str], None]) -> list[Row]:
+    body = jobs.encode(jobs.notebook_job())
+    ours: list[float] = []
+    losses: list[float] = []
+    sklearn: list[float] = []
+    notebook: list[float] = []
+    with running_service("training") as service:
+        service.train(jobs.encode(jobs.notebook_job(epochs=20)))  # warm-up: the worker is hot
+        for rep in range(options.reps):
+            # Rotate the order so no contender always runs first (or right after another).
+            steps: list[Callable[[], None]] = [
+                lambda: _append_job(service, body, ours, losses),
+                lambda: sklearn.append(baselines.train_seconds("sklearn_mlp.py")[0]),
+                lambda: notebook.append(baselines.train_seconds("seed_notebook.py", "0")[0]),
+            ]
+            for step in steps[rep % 3 :] + steps[: rep % 3]:
+                time.sleep(0.3)  # let the worker settle back to idle polling
+                step()
+            log(
+                f"[1] rep {rep + 1}/{options.reps}: service {ours[-1]:.2f} s "
+                f"(loss {losses[-1]:.5f}), sklearn {sklearn[-1]:.2f} s, "
+                f"notebook {notebook[-1]:.2f} s"
+            )
+    what = "sinc job, 2.5k rows × 400 epochs, submit → succeeded"
+    samples = {"service_s": ours, "sklearn_s": sklearn, "notebook_s": notebook}
+    return [
+        Row("1a", what, "s", median(ours), median(sklearn), "(sklearn MLPRegressor fit)",
+            Target("<=", 1.0, stretch=0.5), samples=samples,
+            note=f"{options.reps} reps each, interleaved; service = HTTP client wall time"),
+        Row("1b", what, "s", median(ours), median(notebook), "(seed notebook train)",
+            Target("<=", 0.35)),
+        Row("1c", "sinc job final train loss (MSE)", "loss", median(losses),
+            target=Target("<=", 0.005, on="project"), samples={"loss": losses}),
+    ]  # fmt: skip
+
+
+def _append_job(service: Service, body: bytes, times: list[float], losses: list[float]) -> None:
+    elapsed, loss = timed_job(service, body)
+    times.append(elapsed)
+    losses.append(loss)
