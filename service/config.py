@@ -30,6 +30,19 @@ class Settings(BaseSettings):
     max_attempts: Annotated[int, Field(ge=1)] = 3
     # Loss rows are written in batches at most this far apart, so /loss stays live.
     loss_flush_seconds: Annotated[float, Field(gt=0)] = 0.5
+    # A running job is checkpointed this often, so a lost worker costs at most this much work.
+    checkpoint_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Ceiling on any job's training.max_runtime_seconds (SageMaker-style stopping condition).
+    max_runtime_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
+
+    # Request bodies above this are refused with 413 before they are read into memory.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+
+    # Bearer-token auth: comma-separated keys, or a file with one key per line. Without keys
+    # the API is unauthenticated and binds to 127.0.0.1 only. Admin keys see every job.
+    api_keys: str = ""
+    api_keys_file: str | None = None
+    admin_keys: str = ""
 
     # Predictor cache in each API process (models are immutable, so caching is safe).
     model_cache_size: Annotated[int, Field(ge=1)] = 256

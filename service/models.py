@@ -62,6 +62,11 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # Who submitted it: a digest of the API key ("" when auth is off). Never the key itself.
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # A replayed POST with the same Idempotency-Key returns this job instead of a new one.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(200))
     task: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED)
@@ -101,6 +106,8 @@ class Job(Base):
             postgresql_where=text("status = 'queued'"),
         ),
         Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_owner_created", "owner", "created_at"),
+        Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
     )
 
 
@@ -135,3 +142,16 @@ class LossRecord(Base):
     train_loss: Mapped[float] = mapped_column(Float)
     val_loss: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class CheckpointRecord(Base):
+    """The latest checkpoint of a running job: scratch state, deleted when the job ends."""
+
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import Conflict, NotFound
-from service.models import Job, JobStatus, LossRecord, Model, utcnow
+from service.models import CheckpointRecord, Job, JobStatus, LossRecord, Model, utcnow
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,44 @@ def finish_failed(
         return _finish(session, job_id, worker_id, JobStatus.FAILED, error=error)
 
 
-def release(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow] = ()) -> bool:
-    """Hand a job back to the queue (the worker is shutting down): no attempt is counted."""
+def save_checkpoint(
+    db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow], epoch: int, state: bytes
+) -> bool:
+    """Store the loss rows up to `epoch` and the checkpoint taken after it, together."""
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
             return False
+        _put_checkpoint(session, job_id, epoch, state)
+        return True
+
+
+def load_checkpoint(db: Database, job_id: str) -> tuple[int, bytes] | None:
+    with db.read() as session:
+        row = session.get(CheckpointRecord, job_id)
+        return None if row is None else (row.epoch, row.state)
+
+
+def _put_checkpoint(session: Session, job_id: str, epoch: int, state: bytes) -> None:
+    session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id == job_id))
+    session.add(CheckpointRecord(job_id=job_id, epoch=epoch, state=state))
+
+
+def release(
+    db: Database,
+    job_id: str,
+    worker_id: str,
+    rows: Sequence[EpochRow] = (),
+    checkpoint: tuple[int, bytes] | None = None,
+) -> bool:
+    """Hand a job back to the queue (the worker is shutting down): no attempt is counted.
+
+    With a checkpoint, the next attempt resumes from it instead of starting over.
+    """
+    with db.write() as session:
+        if not _write_progress(session, job_id, worker_id, rows):
+            return False
+        if checkpoint is not None:
+            _put_checkpoint(session, job_id, *checkpoint)
         result = _changed(
             session,
             update(Job)
@@ -281,6 +314,8 @@ def _finish(
     if best_epoch is not None:
         values["best_epoch"] = best_epoch
     result = _changed(session, update(Job).where(*_owned(job_id, worker_id)).values(**values))
+    # A checkpoint is scratch state for resuming; an ended job has nothing to resume.
+    session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id == job_id))
     return result == 1
 
 

@@ -91,6 +91,11 @@ class TrainingSpec(StrictModel):
     validation_fraction: Annotated[FiniteFloat, Field(ge=0, lt=1)] = 0.0
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    max_runtime_seconds: Annotated[FiniteFloat, Field(gt=0)] | None = Field(
+        default=None,
+        description="Stop after this much training time and keep the model trained so far "
+        "(checked after each epoch). Defaults to the server's ceiling.",
+    )
 
 
 class Preprocessing(StrictModel):

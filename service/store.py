@@ -63,3 +63,19 @@ def _read_metadata(blob: bytes) -> dict[str, str]:
     header = json.loads(blob[8 : 8 + header_len])
     metadata: dict[str, str] = header.get("__metadata__") or {}
     return metadata
+
+
+def encode_checkpoint(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
+    return save_tensors(
+        {name: t.detach().cpu().contiguous() for name, t in tensors.items()},
+        metadata={"checkpoint": json.dumps(metadata)},
+    )
+
+
+def decode_checkpoint(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        tensors = load_tensors(blob)
+        metadata = json.loads(_read_metadata(blob)["checkpoint"])
+    except (SafetensorError, ValueError, OSError, KeyError) as exc:
+        raise CorruptBlob(f"stored checkpoint is not valid: {exc}") from exc
+    return tensors, metadata

@@ -22,6 +22,8 @@ def build_job(request: JobCreate, settings: Settings) -> Job:
     n_rows, n_features = len(request.data.x), len(request.data.x[0])
     _check_limits(request, settings, n_rows, n_features)
     dataset = _to_dataset(request)
+    if request.training.max_runtime_seconds is None:
+        request.training.max_runtime_seconds = settings.max_runtime_seconds
     warnings = _clip_batch_size(request, n_rows)
     warnings += _output_range_warnings(request, dataset)
     spec = JobSpec(
@@ -63,6 +65,11 @@ def _check_limits(request: JobCreate, settings: Settings, n_rows: int, n_feature
     if layers and max(layers) > settings.max_layer_width:
         problems.append(
             f"a layer of width {max(layers)} exceeds the limit of {settings.max_layer_width}"
+        )
+    runtime = request.training.max_runtime_seconds
+    if runtime is not None and runtime > settings.max_runtime_seconds:
+        problems.append(
+            f"max_runtime_seconds {runtime:g} exceeds the limit of {settings.max_runtime_seconds:g}"
         )
     if request.training.epochs > settings.max_epochs:
         problems.append(

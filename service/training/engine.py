@@ -27,6 +27,7 @@ class TrainingConfig:
     loss: str = "mse"
     early_stopping_patience: int | None = None
     seed: int = 0
+    max_runtime_seconds: float | None = None  # checked after each epoch
 
 
 # torch.optim's defaults, which both engines use.

@@ -16,13 +16,14 @@ import torch
 import torch.nn as nn
 
 from service.training import numpy_engine
+from service.training.checkpoint import Checkpoint
 from service.training.data import TrainingTensors
 from service.training.engine import Engine, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig
 from service.training.numpy_engine import NumpyEngine
 from service.training.torch_engine import TorchEngine
 
-StopReason = Literal["completed", "early_stopped", "cancelled"]
+StopReason = Literal["completed", "early_stopped", "max_runtime", "cancelled", "paused"]
 EngineChoice = Literal["auto", "torch", "numpy"]
 
 __all__ = ["EpochResult", "TrainingConfig", "TrainingDiverged", "TrainingResult", "train"]
@@ -43,6 +44,7 @@ class TrainingResult:
     best_epoch: int | None = None
     stop_reason: StopReason = "completed"
     engine: str = "torch"
+    checkpoint: Checkpoint | None = None  # set when paused after at least one epoch
 
 
 class TrainingDiverged(Exception):
@@ -79,27 +81,53 @@ def train(
     *,
     on_epoch: Callable[[EpochResult], None] | None = None,
     should_stop: StopCheck | None = None,
+    should_pause: StopCheck | None = None,
+    checkpoint_due: Callable[[int], bool] | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume: Checkpoint | None = None,
     engine: EngineChoice = "auto",
 ) -> TrainingResult:
-    """Train from `network`'s initial weights; return the final (or best) weights.
+    """Train from `network`'s initial weights (or from `resume`); return the final weights.
 
-    The network must already sit on the device of `data`. Given the same initial weights,
-    data, config and seed, a CPU run gives the same loss history bit for bit.
+    `should_stop` is checked between batches (cancel: the run ends where it is);
+    `should_pause` at epoch boundaries (shutdown: the result carries a checkpoint to resume
+    from). `checkpoint_due(epoch)` asks for a checkpoint after an epoch, delivered to
+    `on_checkpoint`. The network must already sit on the device of `data`. Given the same
+    initial weights, data, config and seed, a CPU run gives the same loss history bit for bit,
+    also when it was checkpointed and resumed on the way.
     """
     device = data.x_train.device
     trainer = make_engine(network, architecture, config, device, engine)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
+    run = RunState()
+    if resume is not None:
+        trainer.load_state(resume.engine_state)
+        generator.set_state(resume.generator_state)
+        run = RunState.resumed_from(resume)
     n_rows = data.x_train.shape[0]
     batch_size = min(config.batch_size, n_rows)
+    result = TrainingResult(state={}, engine=type(trainer).__name__, best_epoch=run.best_epoch)
+    started = time.perf_counter() - run.seconds_before
 
-    result = TrainingResult(state={}, engine=type(trainer).__name__)
-    best_val = math.inf
-    best_weights: dict[str, torch.Tensor] | None = None
-    epochs_since_best = 0
-    started = time.perf_counter()
+    def checkpoint(epoch: int) -> Checkpoint:
+        return Checkpoint(
+            epoch=epoch,
+            seconds=time.perf_counter() - started,
+            engine_state=trainer.state(),
+            generator_state=generator.get_state(),
+            best_val=run.best_val,
+            best_epoch=run.best_epoch,
+            epochs_since_best=run.epochs_since_best,
+            best_weights=run.best_weights,
+        )
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(run.first_epoch, config.epochs + 1):
+        if should_pause is not None and should_pause():
+            result.stop_reason = "paused"
+            result.checkpoint = checkpoint(epoch - 1) if epoch > 1 else None
+            result.state = trainer.weights()
+            return result
         # One gather per epoch; the engine then slices batches as views.
         order = torch.randperm(n_rows, generator=generator, device=device)
         train_loss = trainer.train_epoch(
@@ -122,14 +150,44 @@ def train(
             on_epoch(record)
 
         if val_loss is not None and config.early_stopping_patience is not None:
-            if val_loss < best_val:
-                best_val, result.best_epoch, epochs_since_best = val_loss, epoch, 0
-                best_weights = trainer.weights()
+            if val_loss < run.best_val:
+                run.best_val, run.best_epoch, run.epochs_since_best = val_loss, epoch, 0
+                run.best_weights = trainer.weights()
+                result.best_epoch = epoch
             else:
-                epochs_since_best += 1
-                if epochs_since_best >= config.early_stopping_patience:
+                run.epochs_since_best += 1
+                if run.epochs_since_best >= config.early_stopping_patience:
                     result.stop_reason = "early_stopped"
                     break
+        if config.max_runtime_seconds is not None and record.seconds >= config.max_runtime_seconds:
+            result.stop_reason = "max_runtime"
+            break
+        last_epoch = epoch == config.epochs  # the run ends here: nothing left to resume
+        if on_checkpoint and checkpoint_due and not last_epoch and checkpoint_due(epoch):
+            on_checkpoint(checkpoint(epoch))
 
-    result.state = best_weights if best_weights is not None else trainer.weights()
+    result.state = run.best_weights if run.best_weights is not None else trainer.weights()
     return result
+
+
+@dataclass
+class RunState:
+    """Where a run stands between epochs: what a checkpoint restores besides the engine."""
+
+    first_epoch: int = 1
+    seconds_before: float = 0.0
+    best_val: float = math.inf
+    best_epoch: int | None = None
+    epochs_since_best: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def resumed_from(cls, checkpoint: Checkpoint) -> RunState:
+        return cls(
+            first_epoch=checkpoint.epoch + 1,
+            seconds_before=checkpoint.seconds,
+            best_val=checkpoint.best_val,
+            best_epoch=checkpoint.best_epoch,
+            epochs_since_best=checkpoint.epochs_since_best,
+            best_weights=checkpoint.best_weights,
+        )

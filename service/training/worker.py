@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from types import FrameType
 
 import torch
@@ -22,13 +21,19 @@ from service import queue
 from service.config import Settings
 from service.db import Database
 from service.models import Job, Model
-from service.queue import EpochRow
 from service.schemas import JobSpec
-from service.store import decode_dataset, encode_weights
+from service.store import (
+    CorruptBlob,
+    decode_checkpoint,
+    decode_dataset,
+    encode_checkpoint,
+    encode_weights,
+)
+from service.training.checkpoint import Checkpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
+from service.training.lease import Interrupt, LeaseKeeper, ProgressWriter
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import (
-    EpochResult,
     TrainingConfig,
     TrainingDiverged,
     TrainingResult,
@@ -45,90 +50,6 @@ def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
-
-
-@dataclass
-class Interrupt:
-    """Why training should stop early; the trainer only sees `event`."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    reason: str | None = None
-
-    def set(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.event.set()
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews the lease every heartbeat; interrupts training on a cancel request or a lost lease."""
-
-    def __init__(
-        self, db: Database, settings: Settings, job_id: str, worker_id: str, interrupt: Interrupt
-    ) -> None:
-        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
-        self._db, self._settings = db, settings
-        self._job_id, self._worker_id = job_id, worker_id
-        self._interrupt = interrupt
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(self._settings.heartbeat_seconds):
-            try:
-                lease = queue.heartbeat(
-                    self._db, self._job_id, self._worker_id, self._settings.lease_seconds
-                )
-            except Exception:  # a missed beat is survivable: the lease outlasts several
-                log.exception("heartbeat for job %s failed", self._job_id)
-                continue
-            if lease is None:
-                self._interrupt.set("lease_lost")
-            elif lease.cancel_requested:
-                self._interrupt.set("cancelled")
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
-
-
-class ProgressWriter:
-    """Buffers epoch rows and writes them in batches at most `flush_seconds` apart."""
-
-    def __init__(
-        self,
-        db: Database,
-        job_id: str,
-        worker_id: str,
-        flush_seconds: float,
-        interrupt: Interrupt,
-        device: str,
-    ) -> None:
-        self._db, self._job_id, self._worker_id = db, job_id, worker_id
-        self._flush_seconds = flush_seconds
-        self._interrupt = interrupt
-        self._device: str | None = device
-        self.pending: list[EpochRow] = []
-        self._last_flush = time.monotonic()
-
-    def __call__(self, result: EpochResult) -> None:
-        self.pending.append(
-            EpochRow(result.epoch, result.train_loss, result.val_loss, result.seconds)
-        )
-        if time.monotonic() - self._last_flush >= self._flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if not queue.record_progress(
-            self._db, self._job_id, self._worker_id, self.pending, device=self._device
-        ):
-            self._interrupt.set("lease_lost")
-        self._device = None
-        self.pending = []
-        self._last_flush = time.monotonic()
-
-    def take(self) -> list[EpochRow]:
-        rows, self.pending = self.pending, []
-        return rows
 
 
 class Worker:
@@ -196,12 +117,7 @@ class Worker:
         keeper = LeaseKeeper(self.db, self.settings, job_id, self.worker_id, interrupt)
         keeper.start()
         progress = ProgressWriter(
-            self.db,
-            job_id,
-            self.worker_id,
-            self.settings.loss_flush_seconds,
-            interrupt,
-            str(self.device),
+            self.db, self.settings, job_id, self.worker_id, interrupt, str(self.device)
         )
         try:
             self._train_and_store(job_id, interrupt, progress)
@@ -224,8 +140,11 @@ class Worker:
             spec = JobSpec.model_validate(job.spec)
             dataset = decode_dataset(job.data)
             n_outputs = job.n_outputs
-        # An earlier attempt may have left loss rows: this attempt starts from epoch 0.
-        if not queue.reset_progress(self.db, job_id, self.worker_id):
+        resume = self._checkpoint_of(job_id)
+        # Loss rows past the checkpoint (or all, without one) belong to a lost attempt.
+        if not queue.reset_progress(
+            self.db, job_id, self.worker_id, keep_epochs=resume.epoch if resume else 0
+        ):
             return
         prepared = prepare(
             dataset.x,
@@ -262,9 +181,14 @@ class Worker:
                 loss=t.loss or "mse",
                 early_stopping_patience=t.early_stopping_patience,
                 seed=t.seed,
+                max_runtime_seconds=t.max_runtime_seconds,
             ),
             on_epoch=progress,
-            should_stop=interrupt.event.is_set,
+            should_stop=interrupt.stop.is_set,
+            should_pause=interrupt.pause.is_set,
+            checkpoint_due=progress.checkpoint_due,
+            on_checkpoint=progress.save_checkpoint,
+            resume=resume,
         )
         self._persist(job_id, interrupt, progress, result, config, prepared, dataset.classes)
 
@@ -279,15 +203,26 @@ class Worker:
         classes: list[object] | None,
     ) -> None:
         rows = progress.take()
-        if result.stop_reason == "cancelled" or interrupt.reason is not None:
-            if interrupt.reason == "cancelled":
-                queue.finish_cancelled(self.db, job_id, self.worker_id, rows)
-                log.info("job %s cancelled", job_id)
-            elif interrupt.reason == "shutdown":
-                queue.release(self.db, job_id, self.worker_id, rows)
-                log.info("job %s handed back to the queue", job_id)
-            else:
-                log.warning("job %s: lease lost, writing nothing", job_id)
+        if interrupt.reason == "lease_lost":
+            log.warning("job %s: lease lost, writing nothing", job_id)
+            return
+        if interrupt.reason == "cancelled":
+            queue.finish_cancelled(self.db, job_id, self.worker_id, rows)
+            log.info("job %s cancelled", job_id)
+            return
+        if result.stop_reason == "paused":
+            checkpoint = result.checkpoint
+            stored = (
+                (checkpoint.epoch, encode_checkpoint(*checkpoint.to_tensors()))
+                if checkpoint is not None
+                else None
+            )
+            queue.release(self.db, job_id, self.worker_id, rows, checkpoint=stored)
+            log.info(
+                "job %s handed back to the queue at epoch %s",
+                job_id,
+                checkpoint.epoch if checkpoint else 0,
+            )
             return
         last = result.history[-1]
         metrics = {
@@ -317,6 +252,16 @@ class Worker:
             )
         else:
             log.warning("job %s: lease lost before the model was stored", job_id)
+
+    def _checkpoint_of(self, job_id: str) -> Checkpoint | None:
+        stored = queue.load_checkpoint(self.db, job_id)
+        if stored is None:
+            return None
+        try:
+            return Checkpoint.from_tensors(*decode_checkpoint(stored[1]))
+        except (CorruptBlob, KeyError, ValueError) as exc:
+            log.warning("job %s: unusable checkpoint (%s); starting over", job_id, exc)
+            return None
 
     def _threads_for(self, config: NetworkConfig, n_rows: int) -> int:
         if self.settings.torch_threads is not None:

@@ -1,0 +1,127 @@
+"""A running job's side of the queue: its lease, why it should stop, and its writes.
+
+Every write goes through queue functions guarded by the lease, so a worker that lost its
+lease (frozen, partitioned) writes nothing once another worker has the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from service import queue
+from service.config import Settings
+from service.db import Database
+from service.queue import EpochRow
+from service.store import encode_checkpoint
+from service.training.checkpoint import Checkpoint
+from service.training.trainer import EpochResult
+
+log = logging.getLogger("service.worker")
+
+# A stop reason that ends the run at once; "shutdown" only pauses it at the next epoch boundary.
+STOPPING_REASONS = ("cancelled", "lease_lost")
+
+
+@dataclass
+class Interrupt:
+    """Why training should end early. The trainer sees only the two events."""
+
+    stop: threading.Event = field(default_factory=threading.Event)  # between batches
+    pause: threading.Event = field(default_factory=threading.Event)  # at an epoch boundary
+    reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        # A cancel or a lost lease outranks a shutdown: the job must not be handed back then.
+        if self.reason is None or self.reason == "shutdown":
+            self.reason = reason
+        (self.stop if reason in STOPPING_REASONS else self.pause).set()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease every heartbeat; interrupts training on a cancel request or a lost lease."""
+
+    def __init__(
+        self, db: Database, settings: Settings, job_id: str, worker_id: str, interrupt: Interrupt
+    ) -> None:
+        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
+        self._db, self._settings = db, settings
+        self._job_id, self._worker_id = job_id, worker_id
+        self._interrupt = interrupt
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self._settings.heartbeat_seconds):
+            try:
+                lease = queue.heartbeat(
+                    self._db, self._job_id, self._worker_id, self._settings.lease_seconds
+                )
+            except Exception:  # a missed beat is survivable: the lease outlasts several
+                log.exception("heartbeat for job %s failed", self._job_id)
+                continue
+            if lease is None:
+                self._interrupt.set("lease_lost")
+            elif lease.cancel_requested:
+                self._interrupt.set("cancelled")
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+class ProgressWriter:
+    """Buffers epoch rows; writes them in batches at most `flush_seconds` apart, and with
+    each checkpoint, so stored loss rows and the stored checkpoint always agree."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        job_id: str,
+        worker_id: str,
+        interrupt: Interrupt,
+        device: str,
+    ) -> None:
+        self._db, self._job_id, self._worker_id = db, job_id, worker_id
+        self._settings = settings
+        self._interrupt = interrupt
+        self._device: str | None = device
+        self.pending: list[EpochRow] = []
+        self._last_flush = self._last_checkpoint = time.monotonic()
+
+    def __call__(self, result: EpochResult) -> None:
+        self.pending.append(
+            EpochRow(result.epoch, result.train_loss, result.val_loss, result.seconds)
+        )
+        if time.monotonic() - self._last_flush >= self._settings.loss_flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not queue.record_progress(
+            self._db, self._job_id, self._worker_id, self.take(), device=self._device
+        ):
+            self._interrupt.set("lease_lost")
+        self._device = None
+        self._last_flush = time.monotonic()
+
+    def checkpoint_due(self, _epoch: int) -> bool:
+        elapsed = time.monotonic() - self._last_checkpoint
+        return elapsed >= self._settings.checkpoint_seconds
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if not queue.save_checkpoint(
+            self._db,
+            self._job_id,
+            self._worker_id,
+            self.take(),
+            checkpoint.epoch,
+            encode_checkpoint(*checkpoint.to_tensors()),
+        ):
+            self._interrupt.set("lease_lost")
+        self._last_checkpoint = self._last_flush = time.monotonic()
+
+    def take(self) -> list[EpochRow]:
+        rows, self.pending = self.pending, []
+        return rows
