@@ -213,17 +213,24 @@ def test_a_paused_and_resumed_run_equals_an_uninterrupted_one(engine: EngineChoi
     def pause_after_epoch_12() -> bool:
         return bool(epochs_seen) and epochs_seen[-1] == 12
 
-    first = run(data, config, engine=engine, should_pause=pause_after_epoch_12,
-                on_epoch=lambda e: epochs_seen.append(e.epoch))
+    first = run(
+        data,
+        config,
+        engine=engine,
+        should_pause=pause_after_epoch_12,
+        on_epoch=lambda e: epochs_seen.append(e.epoch),
+    )
     assert first.stop_reason == "paused" and first.checkpoint is not None
     assert first.checkpoint.epoch == 12
-    stored = Checkpoint.from_tensors(*decode_checkpoint(encode_checkpoint(
-        *first.checkpoint.to_tensors())))
+    stored = Checkpoint.from_tensors(
+        *decode_checkpoint(encode_checkpoint(*first.checkpoint.to_tensors()))
+    )
     second = run(data, config, engine=engine, resume=stored)
     resumed = first.history + second.history
     assert [e.epoch for e in resumed] == list(range(1, 31))
     assert [(e.train_loss, e.val_loss) for e in resumed] == [
-        (e.train_loss, e.val_loss) for e in whole.history]
+        (e.train_loss, e.val_loss) for e in whole.history
+    ]
     assert second.best_epoch == whole.best_epoch
     for name, tensor in whole.state.items():
         assert torch.equal(tensor, second.state[name])
@@ -232,15 +239,19 @@ def test_a_paused_and_resumed_run_equals_an_uninterrupted_one(engine: EngineChoi
 
 def test_checkpoints_are_offered_when_due_but_not_after_the_last_epoch() -> None:
     offered: list[int] = []
-    run(sinc_tensors(), TrainingConfig(epochs=6, batch_size=64),
+    run(
+        sinc_tensors(),
+        TrainingConfig(epochs=6, batch_size=64),
         checkpoint_due=lambda epoch: epoch % 2 == 0,
-        on_checkpoint=lambda checkpoint: offered.append(checkpoint.epoch))
+        on_checkpoint=lambda checkpoint: offered.append(checkpoint.epoch),
+    )
     assert offered == [2, 4]
 
 
 def test_max_runtime_stops_after_the_epoch_that_reaches_it() -> None:
-    result = run(sinc_tensors(), TrainingConfig(epochs=100_000, batch_size=64,
-                                                max_runtime_seconds=0.3))
+    result = run(
+        sinc_tensors(), TrainingConfig(epochs=100_000, batch_size=64, max_runtime_seconds=0.3)
+    )
     assert result.stop_reason == "max_runtime"
     assert 0.3 <= result.history[-1].seconds < 5
     assert len(result.history) < 100_000
