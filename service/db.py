@@ -9,16 +9,28 @@ SQLite needs care to hold up under several processes:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.05
+RETRY_CAP_SECONDS = 2.0
+
+log = logging.getLogger("service.db")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Base(DeclarativeBase):
@@ -78,3 +90,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def retry_transient(func: Callable[P, R]) -> Callable[P, R]:
+    """Retry a whole transaction on transient errors (a busy or briefly unreachable database).
+
+    Capped exponential backoff with jitter, so workers that collided do not collide again.
+    Errors in the data itself (integrity, programming) are not transient and raise at once.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(RETRY_ATTEMPTS):
+            try:
+                return func(*args, **kwargs)
+            except OperationalError as exc:
+                if attempt == RETRY_ATTEMPTS - 1:
+                    raise
+                delay = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**attempt)
+                delay *= random.uniform(0.5, 1.5)
+                log.warning(
+                    "%s: transient database error (%s); retry in %.2fs",
+                    func.__name__,
+                    exc.orig,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    return wrapper

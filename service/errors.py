@@ -14,10 +14,13 @@ The API turns each into {"error": kind, "detail": sentence}; nothing else reache
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class ServiceError(Exception):
     status_code: int = 500
     kind: str = "internal_error"
+    headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)

@@ -31,6 +31,7 @@ Forward = Callable[[np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class Predictor:
     model_id: str
+    owner: str  # the job's owner: checked on every request, cached or not
     task: str
     n_features: int
     n_parameters: int
@@ -62,6 +63,12 @@ def predict(predictor: Predictor, inputs: np.ndarray) -> Prediction:
     check_features(predictor, inputs)
     scaled = predictor.input_scaler.transform(inputs) if predictor.input_scaler else inputs
     output = predictor.forward(np.asarray(scaled, dtype=np.float32)).astype(np.float64)
+    if not np.all(np.isfinite(output)):
+        # JSON has no NaN or Infinity; and a client should hear why rather than get nulls.
+        raise InvalidInput(
+            "some inputs lie so far outside the training data that the model's output "
+            "overflows; see the model's scalers (input_min, input_max) for the trained range"
+        )
     if predictor.classes is not None:
         probabilities = softmax(output)
         labels = [predictor.classes[i] for i in probabilities.argmax(axis=1).tolist()]
@@ -86,7 +93,7 @@ def torch_forward(network: nn.Module) -> Forward:
     return forward
 
 
-def build_predictor(model: Model, weights: bytes) -> Predictor:
+def build_predictor(model: Model, weights: bytes, owner: str = "") -> Predictor:
     config = NetworkConfig.from_dict(model.architecture)
     network = build_network(config)
     try:
@@ -104,6 +111,7 @@ def build_predictor(model: Model, weights: bytes) -> Predictor:
     )
     return Predictor(
         model_id=model.id,
+        owner=owner,
         task=model.task,
         n_features=model.n_features,
         n_parameters=config.n_parameters,
@@ -114,18 +122,19 @@ def build_predictor(model: Model, weights: bytes) -> Predictor:
     )
 
 
-def load_predictor(db: Database, model_id: str) -> Predictor:
+def load_predictor(
+    db: Database, model_id: str, can_see: Callable[[str], bool] = lambda owner: True
+) -> Predictor:
+    """Read a model from the database; another owner's model is reported as not found."""
     with db.read() as session:
-        row = session.execute(
-            select(Model, Model.weights).where(Model.id == model_id)
-        ).one_or_none()
+        job = session.execute(select(Job.status, Job.owner).where(Job.id == model_id)).one_or_none()
+        if job is None or not can_see(job.owner):
+            raise NotFound(f"no model with id {model_id}")
+        row = session.execute(select(Model, Model.weights).where(Model.id == model_id)).first()
         if row is None:
-            status = session.scalar(select(Job.status).where(Job.id == model_id))
-            if status is None:
-                raise NotFound(f"no model with id {model_id}")
-            raise ModelNotReady(model_id, status)
+            raise ModelNotReady(model_id, job.status)
         model, weights = row
-    return build_predictor(model, weights)
+    return build_predictor(model, weights, job.owner)
 
 
 class PredictorCache:
@@ -145,12 +154,12 @@ class PredictorCache:
                 self._entries.move_to_end(model_id)
             return predictor
 
-    def get(self, model_id: str) -> Predictor:
+    def get(self, model_id: str, can_see: Callable[[str], bool] = lambda owner: True) -> Predictor:
         """The predictor, loading it from the database on a miss (blocking I/O)."""
         predictor = self.cached(model_id)
         if predictor is not None:
             return predictor
-        predictor = load_predictor(self._db, model_id)
+        predictor = load_predictor(self._db, model_id, can_see)
         with self._lock:
             self._entries[model_id] = predictor
             self._entries.move_to_end(model_id)

@@ -24,9 +24,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import Database
+from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
 from service.models import CheckpointRecord, Job, JobStatus, LossRecord, Model, utcnow
 
@@ -44,12 +45,37 @@ def enqueue(session: Session, job: Job) -> None:
     session.add(job)
 
 
+@retry_transient
+def enqueue_once(db: Database, job: Job) -> tuple[Job, bool]:
+    """Queue `job` unless its owner already used its idempotency key: then (that job, False)."""
+    for attempt in range(2):
+        try:
+            with db.write() as session:
+                if job.idempotency_key is not None:
+                    existing = session.scalar(
+                        select(Job).where(
+                            Job.owner == job.owner, Job.idempotency_key == job.idempotency_key
+                        )
+                    )
+                    if existing is not None:
+                        return existing, False
+                enqueue(session, job)
+            return job, True
+        except IntegrityError:
+            # Two first submissions raced (possible on PostgreSQL); the loser reads the winner.
+            if attempt or job.idempotency_key is None:
+                raise
+    raise AssertionError("unreachable")
+
+
+@retry_transient
 def has_queued(db: Database) -> bool:
     """A cheap read, so idle workers poll without taking SQLite's write lock."""
     with db.read() as session:
         return bool(session.scalar(select(exists().where(Job.status == JobStatus.QUEUED))))
 
 
+@retry_transient
 def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
     """Atomically take the oldest queued job: one statement, so no two workers get the same job."""
     now = utcnow()
@@ -87,6 +113,7 @@ class Lease:
     cancel_requested: bool
 
 
+@retry_transient
 def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -> Lease | None:
     """Extend the lease; None when it is no longer ours."""
     statement = (
@@ -100,6 +127,7 @@ def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -
     return None if cancel_requested is None else Lease(cancel_requested=bool(cancel_requested))
 
 
+@retry_transient
 def reset_progress(db: Database, job_id: str, worker_id: str, keep_epochs: int = 0) -> bool:
     """Drop loss rows after `keep_epochs` (left by an earlier attempt) before training resumes."""
     with db.write() as session:
@@ -111,6 +139,7 @@ def reset_progress(db: Database, job_id: str, worker_id: str, keep_epochs: int =
         return True
 
 
+@retry_transient
 def record_progress(
     db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow], device: str | None = None
 ) -> bool:
@@ -121,6 +150,7 @@ def record_progress(
         return _write_progress(session, job_id, worker_id, rows, device=device)
 
 
+@retry_transient
 def finish_succeeded(
     db: Database,
     job_id: str,
@@ -138,6 +168,7 @@ def finish_succeeded(
         return True
 
 
+@retry_transient
 def finish_cancelled(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow]) -> bool:
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
@@ -145,6 +176,7 @@ def finish_cancelled(db: Database, job_id: str, worker_id: str, rows: Sequence[E
         return _finish(session, job_id, worker_id, JobStatus.CANCELLED)
 
 
+@retry_transient
 def finish_failed(
     db: Database, job_id: str, worker_id: str, error: str, rows: Sequence[EpochRow] = ()
 ) -> bool:
@@ -154,6 +186,7 @@ def finish_failed(
         return _finish(session, job_id, worker_id, JobStatus.FAILED, error=error)
 
 
+@retry_transient
 def save_checkpoint(
     db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow], epoch: int, state: bytes
 ) -> bool:
@@ -165,6 +198,7 @@ def save_checkpoint(
         return True
 
 
+@retry_transient
 def load_checkpoint(db: Database, job_id: str) -> tuple[int, bytes] | None:
     with db.read() as session:
         row = session.get(CheckpointRecord, job_id)
@@ -176,6 +210,7 @@ def _put_checkpoint(session: Session, job_id: str, epoch: int, state: bytes) -> 
     session.add(CheckpointRecord(job_id=job_id, epoch=epoch, state=state))
 
 
+@retry_transient
 def release(
     db: Database,
     job_id: str,
@@ -206,6 +241,7 @@ def release(
         return result == 1
 
 
+@retry_transient
 def recover_expired(db: Database) -> int:
     """Jobs whose worker stopped renewing its lease: requeue, or end them if they cannot go on."""
     now = utcnow()
@@ -238,11 +274,15 @@ def recover_expired(db: Database) -> int:
     return int(cancelled + failed + requeued)
 
 
-def request_cancel(db: Database, job_id: str) -> Job:
-    """Cancel a queued job at once; ask the worker of a running one to stop between batches."""
+@retry_transient
+def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
+    """Cancel a queued job at once; ask the worker of a running one to stop between batches.
+
+    With `owner`, another owner's job is reported as not found.
+    """
     with db.write() as session:
         job = session.get(Job, job_id)
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job with id {job_id}")
         if job.status == JobStatus.QUEUED:
             job.status = JobStatus.CANCELLED

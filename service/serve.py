@@ -18,6 +18,7 @@ import time
 import uvicorn
 
 from service.api.app import create_app
+from service.api.auth import KeyRing
 from service.config import Settings
 from service.migrate import upgrade
 
@@ -85,11 +86,33 @@ def serve(settings: Settings) -> None:
         pool.stop()
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def bind_address(settings: Settings) -> str:
+    """Without API keys the API is open to anyone who can reach it: loopback only, then."""
+    keys = KeyRing.from_settings(settings)
+    if keys.enabled:
+        log.info("authentication on: %s", keys.summary)
+        return settings.host
+    if settings.host not in LOOPBACK:
+        log.warning(
+            "no API keys (SERVICE_API_KEYS): the API is unauthenticated, so it binds to "
+            "127.0.0.1 instead of %s",
+            settings.host,
+        )
+        return "127.0.0.1"
+    log.warning(
+        "no API keys (SERVICE_API_KEYS): the API is unauthenticated, on %s only", settings.host
+    )
+    return settings.host
+
+
 def run_api(settings: Settings) -> None:
     """Run the API in this process until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
     config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
+        host=bind_address(settings),
         port=settings.port,
         log_level="info",
         access_log=False,

@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.auth import KeyRing
+from service.api.body_limit import BodySizeLimit
 from service.api.error_handlers import install_error_handlers
+from service.api.openapi import install_openapi
 from service.api.routes import health, jobs, models
 from service.config import Settings
 from service.db import Database
@@ -41,7 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.keys = KeyRing.from_settings(settings)
     install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)

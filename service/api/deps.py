@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
+from service.api.auth import KeyRing, Principal
 from service.config import Settings
 from service.db import Database
-from service.errors import UnsupportedMediaType
+from service.errors import NotFound, UnsupportedMediaType
 from service.inference import PredictorCache
+from service.models import Job
 
 
 # Async on purpose: FastAPI runs sync dependencies in a thread pool, a hop the hot path avoids.
@@ -28,7 +31,13 @@ async def get_predictors(request: Request) -> PredictorCache:
     return cache
 
 
+async def get_principal(request: Request) -> Principal:
+    keys: KeyRing = request.app.state.keys
+    return keys.authenticate(request.headers.get("authorization"))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
 
@@ -45,3 +54,11 @@ def check_json_content_type(request: Request) -> None:
             "send the body as JSON with Content-Type: application/json "
             f"(got {media_type or 'none'})"
         )
+
+
+def job_or_404(session: Session, job_id: str, principal: Principal) -> Job:
+    """The job if it exists and this caller may see it; another owner's job is a plain 404."""
+    job = session.get(Job, job_id)
+    if job is None or not principal.can_see(job.owner):
+        raise NotFound(f"no job or model with id {job_id}")
+    return job

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from service.errors import ServiceError
 
@@ -73,12 +75,22 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return text
 
 
+def allowed_methods(app: FastAPI, request: Request) -> set[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def on_service_error(_request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("service error: %s", exc.detail)
-        return error_response(exc.status_code, exc.kind, exc.detail)
+        return error_response(exc.status_code, exc.kind, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,10 +99,20 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = HTTP_KINDS.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return error_response(exc.status_code, kind, detail, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request)))
+        return error_response(exc.status_code, kind, detail, headers or None)
+
+    @app.exception_handler(OperationalError)
+    async def on_database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error_response(
+            503, "unavailable", "the database is busy or unreachable; retry", {"Retry-After": "1"}
+        )
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -141,6 +141,8 @@ class Worker:
             dataset = decode_dataset(job.data)
             n_outputs = job.n_outputs
         resume = self._checkpoint_of(job_id)
+        if resume is not None:
+            log.info("job %s: resuming from its checkpoint after epoch %d", job_id, resume.epoch)
         # Loss rows past the checkpoint (or all, without one) belong to a lost attempt.
         if not queue.reset_progress(
             self.db, job_id, self.worker_id, keep_epochs=resume.epoch if resume else 0

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy import func, select
 
 from service import queue
-from service.api.deps import DatabaseDep, SettingsDep, require_json
-from service.errors import NotFound
+from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404, require_json
+from service.errors import InvalidInput
 from service.models import Job
 from service.schemas import ErrorOut, JobCreate, JobList, JobOut, JobSpec
 from service.submission import build_job
@@ -61,25 +63,55 @@ def job_out(job: Job) -> JobOut:
     dependencies=[Depends(require_json)],
 )
 def submit_job(
-    request: JobCreate, response: Response, db: DatabaseDep, settings: SettingsDep
+    request: JobCreate,
+    response: Response,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Replaying a request with the same key returns the original job "
+            "instead of queuing another one.",
+        ),
+    ] = None,
 ) -> JobOut:
     """Queue a training job. It is answered at once; poll `Location` for progress."""
     job = build_job(request, settings)
-    with db.write() as session:
-        queue.enqueue(session, job)
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return job_out(job)
+    job.owner = principal.owner
+    if idempotency_key is not None:
+        job.idempotency_key = idempotency_key
+        job.request_hash = request_digest(request)
+    stored, created = queue.enqueue_once(db, job)
+    if not created:
+        if stored.request_hash != job.request_hash:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/jobs/{stored.id}"
+    return job_out(stored)
+
+
+def request_digest(request: JobCreate) -> str:
+    """Same request, same digest, whatever the key order or number formatting of the body."""
+    canonical = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 @router.get("")
 def list_jobs(
     db: DatabaseDep,
+    principal: PrincipalDep,
     status: StatusFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobList:
     """Jobs, newest first."""
     conditions = [Job.status == status] if status else []
+    if principal.owner_filter is not None:
+        conditions.append(Job.owner == principal.owner_filter)
     with db.read() as session:
         total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
         jobs = session.scalars(
@@ -93,18 +125,15 @@ def list_jobs(
 
 
 @router.get("/{job_id}", responses=NOT_FOUND)
-def get_job(job_id: str, db: DatabaseDep) -> JobOut:
+def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> JobOut:
     with db.read() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job with id {job_id}")
-        return job_out(job)
+        return job_out(job_or_404(session, job_id, principal))
 
 
 @router.post(
     "/{job_id}/cancel",
     responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job already ended"}},
 )
-def cancel_job(job_id: str, db: DatabaseDep) -> JobOut:
+def cancel_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its next batch."""
-    return job_out(queue.request_cancel(db, job_id))
+    return job_out(queue.request_cancel(db, job_id, owner=principal.owner_filter))

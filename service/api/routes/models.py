@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import delete, func, select
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DatabaseDep, PredictorsDep
+from service.api.deps import DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
 from service.api.json_io import json_response, read_json, rows_of_numbers
 from service.errors import Conflict, ModelNotReady, NotFound
 from service.inference import predict
@@ -50,15 +50,23 @@ def model_out(model: Model, name: str | None) -> ModelOut:
 @router.get("")
 def list_models(
     db: DatabaseDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ModelList:
     """Trained models, newest first."""
+    mine = [Job.owner == principal.owner_filter] if principal.owner_filter is not None else []
     with db.read() as session:
-        total = session.scalar(select(func.count()).select_from(Model)) or 0
+        total = (
+            session.scalar(
+                select(func.count()).select_from(Model).join(Job, Job.id == Model.id).where(*mine)
+            )
+            or 0
+        )
         rows = session.execute(
             select(Model, Job.name)
             .join(Job, Job.id == Model.id)
+            .where(*mine)
             .order_by(Model.created_at.desc(), Model.id.desc())
             .limit(limit)
             .offset(offset)
@@ -69,18 +77,14 @@ def list_models(
 
 
 @router.get("/{model_id}", responses={**NOT_FOUND, **NOT_READY})
-def get_model(model_id: str, db: DatabaseDep) -> ModelOut:
+def get_model(model_id: str, db: DatabaseDep, principal: PrincipalDep) -> ModelOut:
     """Architecture, scalers, feature count and training metrics."""
     with db.read() as session:
-        row = session.execute(
-            select(Model, Job.name).join(Job, Job.id == Model.id).where(Model.id == model_id)
-        ).one_or_none()
-        if row is not None:
-            return model_out(*row)
-        job_status = session.scalar(select(Job.status).where(Job.id == model_id))
-    if job_status is None:
-        raise NotFound(f"no model with id {model_id}")
-    raise ModelNotReady(model_id, job_status)
+        job = job_or_404(session, model_id, principal)
+        model = session.get(Model, model_id)
+        if model is None:
+            raise ModelNotReady(model_id, job.status)
+        return model_out(model, job.name)
 
 
 @router.delete(
@@ -88,14 +92,14 @@ def get_model(model_id: str, db: DatabaseDep) -> ModelOut:
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job is still active"}},
 )
-def delete_model(model_id: str, db: DatabaseDep, predictors: PredictorsDep) -> Response:
+def delete_model(
+    model_id: str, db: DatabaseDep, predictors: PredictorsDep, principal: PrincipalDep
+) -> Response:
     """Delete a model with its job and loss history. An active job must be cancelled first."""
     with db.write() as session:
-        job_status = session.scalar(select(Job.status).where(Job.id == model_id))
-        if job_status is None:
-            raise NotFound(f"no model with id {model_id}")
-        if job_status not in JobStatus.TERMINAL:
-            raise Conflict(f"job {model_id} is {job_status}; cancel it before deleting it")
+        job = job_or_404(session, model_id, principal)
+        if job.status not in JobStatus.TERMINAL:
+            raise Conflict(f"job {model_id} is {job.status}; cancel it before deleting it")
         session.execute(delete(LossRecord).where(LossRecord.job_id == model_id))
         session.execute(delete(Model).where(Model.id == model_id))
         session.execute(delete(Job).where(Job.id == model_id))
@@ -125,7 +129,9 @@ PREDICT_BODY: dict[str, Any] = {
         415: {"model": ErrorOut, "description": "The body is not JSON"},
     },
 )
-async def predict_model(model_id: str, request: Request, predictors: PredictorsDep) -> Response:
+async def predict_model(
+    model_id: str, request: Request, predictors: PredictorsDep, principal: PrincipalDep
+) -> Response:
     """Predict from raw inputs: the stored input scaler is applied, target scaling undone.
 
     Body: `{"inputs": [[x1, x2, ...], ...]}`. The hot path parses with orjson and validates
@@ -134,7 +140,9 @@ async def predict_model(model_id: str, request: Request, predictors: PredictorsD
     inputs = rows_of_numbers(await read_json(request))
     predictor = predictors.cached(model_id)
     if predictor is None:
-        predictor = await run_in_threadpool(predictors.get, model_id)
+        predictor = await run_in_threadpool(predictors.get, model_id, principal.can_see)
+    if not principal.can_see(predictor.owner):
+        raise NotFound(f"no job or model with id {model_id}")
     if inputs.shape[0] * predictor.n_parameters <= INLINE_WORK:
         prediction = predict(predictor, inputs)
     else:
@@ -147,12 +155,10 @@ async def predict_model(model_id: str, request: Request, predictors: PredictorsD
 
 
 @router.get("/{model_id}/loss", responses=NOT_FOUND)
-def get_loss(model_id: str, db: DatabaseDep) -> LossHistoryOut:
+def get_loss(model_id: str, db: DatabaseDep, principal: PrincipalDep) -> LossHistoryOut:
     """The loss of every epoch so far; it grows while the job runs."""
     with db.read() as session:
-        job_status = session.scalar(select(Job.status).where(Job.id == model_id))
-        if job_status is None:
-            raise NotFound(f"no job or model with id {model_id}")
+        job_status = job_or_404(session, model_id, principal).status
         rows = session.execute(
             select(LossRecord.epoch, LossRecord.train_loss, LossRecord.val_loss, LossRecord.seconds)
             .where(LossRecord.job_id == model_id)

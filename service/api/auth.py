@@ -1,0 +1,90 @@
+"""Bearer-token authentication and who may see what.
+
+Keys come from SERVICE_API_KEYS (comma-separated) and/or SERVICE_API_KEYS_FILE (one per line);
+SERVICE_ADMIN_KEYS are keys that see every job. A job belongs to the key that submitted it,
+recorded as a digest of the key (the key itself is never stored or logged). Another key asking
+for that job gets 404, not 403, so ids do not leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from service.config import Settings
+from service.errors import ServiceError
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    kind = "unauthorized"
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    owner: str  # the key's digest; "" when authentication is off
+    admin: bool
+
+    def can_see(self, owner: str) -> bool:
+        return self.admin or owner == self.owner
+
+    @property
+    def owner_filter(self) -> str | None:
+        """The owner to filter on, or None for everything."""
+        return None if self.admin else self.owner
+
+
+ANONYMOUS = Principal(owner="", admin=True)
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+class KeyRing:
+    def __init__(self, keys: list[str], admin_keys: list[str]) -> None:
+        self._admin = set(admin_keys)
+        # Digests are compared, not keys: equal-length inputs keep compare_digest honest.
+        self._entries = [
+            (hashlib.sha256(k.encode()).digest(), key_digest(k), k in self._admin)
+            for k in dict.fromkeys([*keys, *admin_keys])
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        keys = _split(settings.api_keys)
+        if settings.api_keys_file:
+            keys += _split(Path(settings.api_keys_file).read_text())
+        return cls(keys, _split(settings.admin_keys))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._entries)
+
+    @property
+    def summary(self) -> str:
+        admins = sum(1 for *_, admin in self._entries if admin)
+        return f"{len(self._entries)} API key(s), {admins} admin"
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        offered = hashlib.sha256(token.strip().encode()).digest()
+        found: Principal | None = None
+        for digest, owner, admin in self._entries:  # every entry, match or not: constant time
+            if hmac.compare_digest(digest, offered):
+                found = Principal(owner=owner, admin=admin)
+        if found is None:
+            raise Unauthorized("the API key is not valid")
+        return found

@@ -1,0 +1,139 @@
+"""API keys: bearer auth on everything but health, each key sees only its own jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.config import Settings
+from service.db import Database
+from service.serve import bind_address
+from service.training.worker import Worker
+
+ALICE, BOB, ADMIN = "alice-secret-key-1", "bob-secret-key-2", "admin-secret-key-3"
+JOB = {
+    "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": [[0.0], [0.3], [0.6], [0.9]]},
+    "training": {"epochs": 2, "batch_size": 2},
+}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def keyed(settings: Settings, db: Database, tmp_path: Path) -> Iterator[TestClient]:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(f"{BOB}\n\n")
+    keyed_settings = settings.model_copy(
+        update={"api_keys": ALICE, "api_keys_file": str(keys_file), "admin_keys": ADMIN}
+    )
+    with TestClient(create_app(keyed_settings)) as client:
+        yield client
+
+
+def trained_job(client: TestClient, settings: Settings, db: Database, key: str) -> str:
+    job_id: str = client.post("/jobs", json=JOB, headers=bearer(key)).json()["id"]
+    assert Worker(settings, db).run_once()
+    return job_id
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("wrong"), {"Authorization": ALICE}, {"Authorization": "Basic abc"}, bearer("")],
+)
+def test_missing_or_wrong_tokens_get_401(keyed: TestClient, headers: dict[str, str]) -> None:
+    for method, path in [
+        ("GET", "/jobs"),
+        ("POST", "/jobs"),
+        ("GET", "/models"),
+        ("GET", "/jobs/x"),
+        ("POST", "/models/x/predict"),
+    ]:
+        response = keyed.request(method, path, headers=headers, json=JOB)
+        assert response.status_code == 401, (method, path)
+        assert response.json()["error"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_health_needs_no_token(keyed: TestClient) -> None:
+    assert keyed.get("/healthz").status_code == 200
+
+
+def test_each_key_sees_only_its_own_jobs_and_models(
+    keyed: TestClient, settings: Settings, db: Database
+) -> None:
+    job_id = trained_job(keyed, settings, db, ALICE)
+    predict = {"inputs": [[1.5]]}
+    assert (
+        keyed.post(f"/models/{job_id}/predict", json=predict, headers=bearer(ALICE)).status_code
+        == 200
+    )
+    for method, path, body in [
+        ("GET", f"/jobs/{job_id}", None),
+        ("GET", f"/models/{job_id}", None),
+        ("GET", f"/models/{job_id}/loss", None),
+        ("POST", f"/models/{job_id}/predict", predict),
+        ("POST", f"/jobs/{job_id}/cancel", None),
+        ("DELETE", f"/models/{job_id}", None),
+    ]:
+        response = keyed.request(method, path, json=body, headers=bearer(BOB))
+        assert response.status_code == 404, (method, path)  # not 403: ids do not leak
+    assert keyed.get("/jobs", headers=bearer(BOB)).json()["total"] == 0
+    assert keyed.get("/models", headers=bearer(BOB)).json()["total"] == 0
+    assert keyed.get("/jobs", headers=bearer(ALICE)).json()["total"] == 1
+    # The model is still there for its owner after Bob's attempts.
+    assert keyed.get(f"/models/{job_id}", headers=bearer(ALICE)).status_code == 200
+
+
+def test_a_not_yet_trained_job_of_another_key_is_404_not_409(keyed: TestClient) -> None:
+    job_id = keyed.post("/jobs", json=JOB, headers=bearer(ALICE)).json()["id"]
+    assert (
+        keyed.post(
+            f"/models/{job_id}/predict", json={"inputs": [[1.0]]}, headers=bearer(ALICE)
+        ).status_code
+        == 409
+    )
+    assert (
+        keyed.post(
+            f"/models/{job_id}/predict", json={"inputs": [[1.0]]}, headers=bearer(BOB)
+        ).status_code
+        == 404
+    )
+
+
+def test_admin_keys_see_everything(keyed: TestClient, settings: Settings, db: Database) -> None:
+    alice_job = trained_job(keyed, settings, db, ALICE)
+    bob_job = keyed.post("/jobs", json=JOB, headers=bearer(BOB)).json()["id"]
+    listed = {j["id"] for j in keyed.get("/jobs", headers=bearer(ADMIN)).json()["jobs"]}
+    assert listed == {alice_job, bob_job}
+    assert (
+        keyed.post(
+            f"/models/{alice_job}/predict", json={"inputs": [[0.5]]}, headers=bearer(ADMIN)
+        ).status_code
+        == 200
+    )
+    assert keyed.post(f"/jobs/{bob_job}/cancel", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_tokens_never_reach_the_logs(keyed: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    keyed.get("/jobs", headers=bearer(ALICE))
+    keyed.get("/jobs", headers=bearer("a-wrong-key-xyz"))
+    keyed.post("/jobs", json={"bad": 1}, headers=bearer(ALICE))
+    assert ALICE not in caplog.text and "a-wrong-key-xyz" not in caplog.text
+
+
+def test_without_keys_the_api_binds_to_loopback_only(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert bind_address(settings.model_copy(update={"host": "0.0.0.0"})) == "127.0.0.1"
+    assert "unauthenticated" in caplog.text
+    keyed = settings.model_copy(update={"host": "0.0.0.0", "api_keys": ALICE})
+    assert bind_address(keyed) == "0.0.0.0"
