@@ -31,8 +31,8 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check service tests examples migrations
-	$(BIN)/ruff format --check service tests examples migrations
+	$(BIN)/ruff check service tests examples migrations bench
+	$(BIN)/ruff format --check service tests examples migrations bench
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-dev

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in header:
         log(line)
     rows, interrupted = run_groups(options)
+    header.append(f"load average at end: {machine.load_note()}")
     table = text_table(rows)
     print("\n" + "\n".join(header) + "\n\n" + table)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -37,4 +37,12 @@ def describe() -> list[str]:
         f"date: {now}",
         f"machine: {cores} cores (nproc), {cpu_model()}, Python {platform.python_version()}",
         f"code: service at {git_revision()}",
+        f"load average at start: {load_note()}",
     ]
+
+
+def load_note() -> str:
+    """Other processes on a 2-core machine skew every figure (ratios less): say so up front."""
+    one_minute = os.getloadavg()[0]
+    busy = " (machine busy: expect noisy figures)" if one_minute > 0.5 else ""
+    return f"{one_minute:.2f}{busy}"

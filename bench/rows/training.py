@@ -11,6 +11,8 @@ from bench.service import Service, running_service
 from bench.settings import Options
 from bench.stats import median
 
+IDLE_NOTEBOOK_SECONDS = 5.5  # the baselines README's figure on an idle 2-core machine
+
 
 def timed_job(service: Service, body: bytes) -> tuple[float, float]:
     """Client-side submit → `succeeded` (GET every ~10 ms), and the job's final train loss."""
@@ -52,10 +54,21 @@ def run(options: Options, log: Callable[[str], None]) -> list[Row]:
             Target("<=", 1.0, stretch=0.5), samples=samples,
             note=f"{options.reps} reps each, interleaved; service = HTTP client wall time"),
         Row("1b", what, "s", median(ours), median(notebook), "(seed notebook train)",
-            Target("<=", 0.35)),
+            Target("<=", 0.35), note=_notebook_note(notebook)),
         Row("1c", "sinc job final train loss (MSE)", "loss", median(losses),
             target=Target("<=", 0.005, on="project"), samples={"loss": losses}),
     ]  # fmt: skip
+
+
+def _notebook_note(times: list[float]) -> str:
+    # Its two torch threads stall when another process holds a core (measured: 5-8 s idle,
+    # 15-80 s beside a test run), which would flatter the ratio: say so when it happens.
+    if max(times) < 2 * IDLE_NOTEBOOK_SECONDS:
+        return ""
+    return (
+        f"seed notebook ran {min(times):.1f}-{max(times):.1f} s, ~{IDLE_NOTEBOOK_SECONDS:g} s "
+        "on an idle 2-core machine: the cores were contended, so 1b flatters the service"
+    )
 
 
 def _append_job(service: Service, body: bytes, times: list[float], losses: list[float]) -> None:
