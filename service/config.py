@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     api_keys_file: str | None = None
     admin_keys: str = ""
 
+    # Trust X-Forwarded-* from a reverse proxy on 127.0.0.1 (uvicorn's rule); off saves a layer.
+    proxy_headers: bool = False
+
     # Predictor cache in each API process (models are immutable, so caching is safe).
     model_cache_size: Annotated[int, Field(ge=1)] = 256
 

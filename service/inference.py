@@ -35,7 +35,7 @@ class Predictor:
     task: str
     n_features: int
     n_parameters: int
-    forward: Forward  # scaled float32 rows -> raw network outputs
+    forward: Forward  # scaled float64 rows -> raw network outputs
     input_scaler: Scaler | None
     target_scaler: Scaler | None
     classes: list[Any] | None
@@ -48,6 +48,14 @@ class Prediction:
     values: np.ndarray | None = None
     labels: list[Any] | None = None
     probabilities: np.ndarray | None = None
+
+    def slice(self, start: int, end: int) -> Prediction:
+        """Rows start..end of a batched prediction."""
+        return Prediction(
+            values=None if self.values is None else self.values[start:end],
+            labels=None if self.labels is None else self.labels[start:end],
+            probabilities=None if self.probabilities is None else self.probabilities[start:end],
+        )
 
 
 def check_features(predictor: Predictor, inputs: np.ndarray) -> None:
@@ -62,8 +70,8 @@ def predict(predictor: Predictor, inputs: np.ndarray) -> Prediction:
     """Raw inputs in: the stored input scaler is applied and target scaling undone."""
     check_features(predictor, inputs)
     scaled = predictor.input_scaler.transform(inputs) if predictor.input_scaler else inputs
-    output = predictor.forward(np.asarray(scaled, dtype=np.float32)).astype(np.float64)
-    if not np.all(np.isfinite(output)):
+    output = predictor.forward(np.asarray(scaled, dtype=np.float64)).astype(np.float64)
+    if not np.isfinite(output).all():
         # JSON has no NaN or Infinity; and a client should hear why rather than get nulls.
         raise InvalidInput(
             "some inputs lie so far outside the training data that the model's output "
@@ -87,7 +95,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def torch_forward(network: nn.Module) -> Forward:
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            output: np.ndarray = network(torch.from_numpy(x)).numpy()
+            output: np.ndarray = network(torch.from_numpy(x.astype(np.float32))).numpy()
             return output
 
     return forward

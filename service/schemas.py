@@ -23,6 +23,9 @@ Loss = Literal["mse", "mae", "huber", "cross_entropy"]
 Scaling = Literal["standard", "none"]
 Label = StrictInt | str
 
+# Pagination offsets beyond this are refused (the database's integers are 64-bit).
+MAX_OFFSET = 1_000_000_000
+
 REGRESSION_LOSSES: tuple[str, ...] = ("mse", "mae", "huber")
 
 EXAMPLE_JOB: dict[str, Any] = {

@@ -17,7 +17,7 @@ import time
 
 import uvicorn
 
-from service.api.app import create_app
+from service.api.app import create_asgi_app
 from service.api.auth import KeyRing
 from service.config import Settings
 from service.migrate import upgrade
@@ -111,11 +111,13 @@ def bind_address(settings: Settings) -> str:
 def run_api(settings: Settings) -> None:
     """Run the API in this process until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
     config = uvicorn.Config(
-        create_app(settings),
+        create_asgi_app(settings),
         host=bind_address(settings),
         port=settings.port,
         log_level="info",
+        # Per-request log lines cost more than a cached prediction; errors are still logged.
         access_log=False,
+        proxy_headers=settings.proxy_headers,
     )
     # uvicorn shuts down gracefully, restores the handlers it found and re-raises the signal.
     # Handlers that only log let the caller go on to stop the workers and exit cleanly.

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
+from service.api.app import create_asgi_app
 from service.config import Settings
 from service.db import Database
 from service.migrate import upgrade
@@ -39,6 +39,6 @@ def db(settings: Settings) -> Iterator[Database]:
 
 @pytest.fixture
 def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    """The app in-process: for request validation and error shapes, not for the job path."""
-    with TestClient(create_app(settings)) as test_client:
+    """The app in-process (as the server runs it): for request validation and error shapes."""
+    with TestClient(create_asgi_app(settings)) as test_client:
         yield test_client

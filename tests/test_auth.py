@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
+from service.api.app import create_asgi_app
 from service.config import Settings
 from service.db import Database
 from service.serve import bind_address
@@ -33,7 +33,7 @@ def keyed(settings: Settings, db: Database, tmp_path: Path) -> Iterator[TestClie
     keyed_settings = settings.model_copy(
         update={"api_keys": ALICE, "api_keys_file": str(keys_file), "admin_keys": ADMIN}
     )
-    with TestClient(create_app(keyed_settings)) as client:
+    with TestClient(create_asgi_app(keyed_settings)) as client:
         yield client
 
 

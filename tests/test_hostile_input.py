@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.api.app import create_app
+from service.api.app import create_asgi_app
 from service.config import Settings
 from service.db import Database
 from service.models import Model
@@ -27,7 +27,9 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 def small_bodies(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings.model_copy(update={"max_body_bytes": 4096}))) as client:
+    with TestClient(
+        create_asgi_app(settings.model_copy(update={"max_body_bytes": 4096}))
+    ) as client:
         yield client
 
 
@@ -52,9 +54,9 @@ def nested(depth: int) -> str:
         b'{"data": {"x": [["a"]], "y": [["b"]]}}',
     ],
 )
-def test_malformed_bodies_are_4xx(client: TestClient, path: str, body: bytes) -> None:
+def test_malformed_bodies_are_422(client: TestClient, path: str, body: bytes) -> None:
     response = client.post(path, content=body, headers=JSON)
-    assert 400 <= response.status_code < 500, response.text
+    assert response.status_code == 422, response.text
     assert set(response.json()) == {"error", "detail"}
 
 
@@ -114,3 +116,13 @@ def test_a_pickle_planted_in_stored_weights_never_runs(
     assert response.status_code == 409
     assert response.json()["error"] == "model_unusable"
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "query", ["offset=313402158567317962752", "offset=-1", "limit=10000", "limit=abc"]
+)
+def test_out_of_range_pagination_is_422(client: TestClient, query: str) -> None:
+    for path in ("/jobs", "/models"):
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 422, (path, query)
+    assert client.get("/jobs?status=../../etc").status_code == 422

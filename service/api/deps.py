@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from service.api.auth import KeyRing, Principal
+from service.api.micro_batch import MicroBatcher
 from service.config import Settings
 from service.db import Database
 from service.errors import NotFound, UnsupportedMediaType
@@ -36,7 +37,13 @@ async def get_principal(request: Request) -> Principal:
     return keys.authenticate(request.headers.get("authorization"))
 
 
+async def get_batcher(request: Request) -> MicroBatcher:
+    batcher: MicroBatcher = request.app.state.batcher
+    return batcher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]

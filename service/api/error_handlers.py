@@ -100,6 +100,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's body parser gives up on bytes that are not UTF-8 JSON text with a bare
+            # 400; say what is wrong, and answer like every other unparseable body (422).
+            return error_response(
+                422, "validation_error", f"the body is not valid JSON ({exc.__cause__})"
+            )
         kind = HTTP_KINDS.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         headers = dict(getattr(exc, "headers", None) or {})

@@ -49,8 +49,18 @@ def _silu_grad(z: Array) -> Array:
     return out
 
 
+# Layers up to this many weights multiply with einsum's plain loops, whose float32 sums run in
+# the same order whatever the number of rows; BLAS (matmul) picks kernels by matrix shape, so a
+# row's last bits would depend on the batch it was served in. Above it, BLAS's speed wins.
+EINSUM_MAX_WEIGHTS = 8192
+
+
 class NumpyNetwork:
-    """A stored network's forward pass in numpy: a handful of operations, no dispatch overhead."""
+    """A stored network's forward pass in numpy: a handful of operations, no dispatch overhead.
+
+    For small layers (the common case here) a row's output is the same bit for bit whether it
+    is predicted alone or inside a micro-batch; for large layers, equal within float32 rounding.
+    """
 
     def __init__(self, config: NetworkConfig, state: dict[str, torch.Tensor]) -> None:
         n_layers = len(config.hidden_layers) + 1
@@ -67,11 +77,12 @@ class NumpyNetwork:
         return {config.activation, config.output_activation or "identity"} <= ACTIVATIONS.keys()
 
     def __call__(self, x: Array) -> Array:
-        a = x
+        """Scaled input rows in (any float dtype), float32 network outputs out."""
+        a = x.astype(np.float32, copy=False)
         last = len(self.layers) - 1
         with np.errstate(all="ignore"):  # overflow saturates exactly as torch's does
             for i, (w, b) in enumerate(self.layers):
-                z = a @ w
+                z = np.einsum("ij,jk->ik", a, w) if w.size <= EINSUM_MAX_WEIGHTS else a @ w
                 z += b
                 a = (self.output if i == last else self.hidden)(z)
         return a

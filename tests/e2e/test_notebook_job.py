@@ -111,3 +111,33 @@ def test_wrong_feature_count_at_predict_time_is_422(
     )
     assert response.status_code == 422
     assert "2 features" in response.json()["detail"]
+
+
+def test_concurrent_predictions_equal_one_by_one_predictions(
+    notebook_job: dict[str, Any], service: ServiceProcess
+) -> None:
+    """Under load the server batches requests together; each must still get its own answer."""
+    import asyncio
+
+    model_id = notebook_job["job"]["id"]
+    rows = [[float(i % 19) - 9.0, float(i % 7) * 1.5 - 4.0] for i in range(96)]
+
+    async def all_at_once() -> list[Any]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(f"/models/{model_id}/predict", json={"inputs": [row]})
+                    for row in rows
+                )
+            )
+        return [r.json()["predictions"][0][0] for r in responses]
+
+    together = asyncio.run(all_at_once())
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        alone = [
+            client.post(f"/models/{model_id}/predict", json={"inputs": [row]}).json()[
+                "predictions"
+            ][0][0]
+            for row in rows
+        ]
+    assert together == alone  # bit for bit: a batch's size never shows in a row's answer

@@ -13,7 +13,7 @@ from service import queue
 from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404, require_json
 from service.errors import InvalidInput
 from service.models import Job
-from service.schemas import ErrorOut, JobCreate, JobList, JobOut, JobSpec
+from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut, JobSpec
 from service.submission import build_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -106,7 +106,7 @@ def list_jobs(
     principal: PrincipalDep,
     status: StatusFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     """Jobs, newest first."""
     conditions = [Job.status == status] if status else []

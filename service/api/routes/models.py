@@ -8,12 +8,14 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import delete, func, select
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
+from service.api.deps import BatcherDep, DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
 from service.api.json_io import json_response, read_json, rows_of_numbers
+from service.api.predict_fast_path import INLINE_WORK, prediction_body
 from service.errors import Conflict, ModelNotReady, NotFound
 from service.inference import predict
 from service.models import Job, JobStatus, LossRecord, Model
 from service.schemas import (
+    MAX_OFFSET,
     ErrorOut,
     LossHistoryOut,
     ModelList,
@@ -52,7 +54,7 @@ def list_models(
     db: DatabaseDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModelList:
     """Trained models, newest first."""
     mine = [Job.owner == principal.owner_filter] if principal.owner_filter is not None else []
@@ -107,9 +109,6 @@ def delete_model(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-# Up to this many rows x weights, a forward pass takes well under a millisecond and runs on the
-# event loop; bigger ones go to a worker thread so they do not stall other requests.
-INLINE_WORK = 1_000_000
 PREDICT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -130,12 +129,17 @@ PREDICT_BODY: dict[str, Any] = {
     },
 )
 async def predict_model(
-    model_id: str, request: Request, predictors: PredictorsDep, principal: PrincipalDep
+    model_id: str,
+    request: Request,
+    predictors: PredictorsDep,
+    principal: PrincipalDep,
+    batcher: BatcherDep,
 ) -> Response:
     """Predict from raw inputs: the stored input scaler is applied, target scaling undone.
 
-    Body: `{"inputs": [[x1, x2, ...], ...]}`. The hot path parses with orjson and validates
-    with numpy; only a cache miss touches the database (in a worker thread).
+    Body: `{"inputs": [[x1, x2, ...], ...]}`. Requests for cached models are usually answered
+    by `PredictFastPath` before they get here; this route loads models (in a worker thread),
+    runs big forward passes off the event loop, and reports every error.
     """
     inputs = rows_of_numbers(await read_json(request))
     predictor = predictors.cached(model_id)
@@ -144,14 +148,10 @@ async def predict_model(
     if not principal.can_see(predictor.owner):
         raise NotFound(f"no job or model with id {model_id}")
     if inputs.shape[0] * predictor.n_parameters <= INLINE_WORK:
-        prediction = predict(predictor, inputs)
+        prediction = await batcher.predict(predictor, inputs)
     else:
         prediction = await run_in_threadpool(predict, predictor, inputs)
-    if prediction.labels is not None:
-        return json_response(
-            {"predictions": prediction.labels, "probabilities": prediction.probabilities}
-        )
-    return json_response({"predictions": prediction.values})
+    return json_response(prediction_body(prediction))
 
 
 @router.get("/{model_id}/loss", responses=NOT_FOUND)

@@ -1,0 +1,70 @@
+"""Dynamic micro-batching: concurrent predictions for one model share one forward pass.
+
+No delay is ever added: a request parks its rows and schedules a flush for the event loop's
+next turn (`call_soon`). On an idle server that is immediately; under load, every request
+whose bytes arrived in the same turn joins the same batch. There is no `max_batch_delay` to
+tune. A batch that fails as a whole (say one request's inputs overflow the model) is redone
+request by request, so one bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from service.inference import Prediction, Predictor, predict
+
+MAX_BATCH_ROWS = 4096
+
+
+class MicroBatcher:
+    def __init__(self, max_rows: int = MAX_BATCH_ROWS) -> None:
+        self.max_rows = max_rows
+        self._pending: dict[
+            int, tuple[Predictor, list[tuple[np.ndarray, asyncio.Future[Prediction]]]]
+        ] = {}
+
+    async def predict(self, predictor: Predictor, inputs: np.ndarray) -> Prediction:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        key = id(predictor)
+        entry = self._pending.get(key)
+        if entry is None:
+            entry = (predictor, [])
+            self._pending[key] = entry
+            loop.call_soon(self._flush, key)
+        entry[1].append((inputs, future))
+        if sum(len(rows) for rows, _ in entry[1]) >= self.max_rows:
+            self._flush(key)  # big enough already: do not wait for the turn to end
+        return await future
+
+    def _flush(self, key: int) -> None:
+        entry = self._pending.pop(key, None)
+        if entry is None:
+            return
+        predictor, waiting = entry
+        if len(waiting) == 1:
+            _settle(predictor, *waiting[0])
+            return
+        try:
+            batch = predict(predictor, np.concatenate([rows for rows, _ in waiting]))
+        except Exception:  # one request spoiled the batch: answer each on its own
+            for rows, future in waiting:
+                _settle(predictor, rows, future)
+            return
+        start = 0
+        for rows, future in waiting:
+            end = start + len(rows)
+            if not future.done():
+                future.set_result(batch.slice(start, end))
+            start = end
+
+
+def _settle(predictor: Predictor, rows: np.ndarray, future: asyncio.Future[Prediction]) -> None:
+    if future.done():
+        return
+    try:
+        future.set_result(predict(predictor, rows))
+    except Exception as exc:  # delivered to the request that caused it
+        future.set_exception(exc)

@@ -1,0 +1,125 @@
+"""The native predict protocol's hot path, answered below the framework.
+
+`POST /models/{id}/predict` is the request a busy deployment sees most, and FastAPI's layers
+(routing, dependency solving, exception wrappers) cost several times the prediction itself.
+This ASGI middleware answers the common case directly: a JSON body with a Content-Length within
+the limit, a valid key, a model already in this process's cache, valid inputs, a small forward
+pass. Everything else (a cache miss, any error at all) continues to the FastAPI route with the
+body replayed, so loading, errors and documentation stay in one place, and both paths share
+`json_io`, `predict` and `prediction_body`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.auth import KeyRing
+from service.api.json_io import rows_of_numbers
+from service.api.micro_batch import MicroBatcher
+from service.inference import Prediction, PredictorCache
+
+PREDICT_PATH = re.compile(r"^/models/([^/]+)/predict$")
+# Up to this many rows x weights a forward pass takes well under a millisecond and may run on
+# the event loop; bigger ones go to a worker thread (in the route) so they cannot stall it.
+INLINE_WORK = 1_000_000
+JSON_TYPES = (b"application/json",)
+
+
+def prediction_body(prediction: Prediction) -> dict[str, Any]:
+    if prediction.labels is not None:
+        return {"predictions": prediction.labels, "probabilities": prediction.probabilities}
+    return {"predictions": prediction.values}
+
+
+class PredictFastPath:
+    def __init__(self, app: ASGIApp, state: State, max_body_bytes: int) -> None:
+        self.app = app
+        self.state = state
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (
+            PREDICT_PATH.match(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        headers = dict(scope["headers"]) if match else {}
+        length = headers.get(b"content-length", b"")
+        if (
+            match is None
+            or not length.isdigit()
+            or int(length) > self.max_body_bytes
+            or headers.get(b"content-type", b"").split(b";")[0].strip() not in JSON_TYPES
+        ):
+            await self.app(scope, receive, send)
+            return
+        body, more = await read_body(receive)
+        if not more:
+            answer = await self.answer(match.group(1), headers, body)
+            if answer is not None:
+                await send_json(send, answer)
+                return
+        await self.app(scope, replay(body, more, receive), send)
+
+    async def answer(self, model_id: str, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
+        """The response body, or None when the full route should take the request."""
+        predictors: PredictorCache = self.state.predictors
+        keys: KeyRing = self.state.keys
+        predictor = predictors.cached(model_id)
+        if predictor is None:
+            return None
+        try:
+            authorization = headers.get(b"authorization")
+            principal = keys.authenticate(authorization.decode() if authorization else None)
+            if not principal.can_see(predictor.owner):
+                return None
+            inputs = rows_of_numbers(orjson.loads(body))
+            if inputs.shape[0] * predictor.n_parameters > INLINE_WORK:
+                return None
+            batcher: MicroBatcher = self.state.batcher
+            prediction = await batcher.predict(predictor, inputs)
+        except Exception:  # any failure: the full route repeats the work and reports it
+            return None
+        return orjson.dumps(prediction_body(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The body as far as it came in one message: (bytes, more_to_come)."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return b"", True
+    body: bytes = message.get("body", b"")
+    return body, bool(message.get("more_body", False))
+
+
+def replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A receive that yields what was already read, then whatever is still to come."""
+    sent = False
+
+    async def replaying() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replaying
+
+
+async def send_json(send: Send, payload: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
