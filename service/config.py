@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     # Queue timing. Tests shorten these; production keeps the lease well above the heartbeat.
     heartbeat_seconds: Annotated[float, Field(gt=0)] = 2.0
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
-    poll_seconds: Annotated[float, Field(gt=0)] = 0.05
+    poll_seconds: Annotated[float, Field(gt=0)] = 0.02
     sweep_seconds: Annotated[float, Field(gt=0)] = 5.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     # Loss rows are written in batches at most this far apart, so /loss stays live.
