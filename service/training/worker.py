@@ -16,6 +16,7 @@ import uuid
 from types import FrameType
 
 import torch
+from sqlalchemy.exc import OperationalError
 
 from service import queue
 from service.config import Settings
@@ -124,6 +125,10 @@ class Worker:
         except TrainingDiverged as exc:
             log.warning("job %s diverged: %s", job_id, exc)
             queue.finish_failed(self.db, job_id, self.worker_id, str(exc), progress.take())
+        except OperationalError:
+            # The database failed, not the job (retries were exhausted): write nothing more.
+            # The lease runs out and the next attempt resumes from the last checkpoint.
+            log.exception("job %s: database unavailable; leaving it to its lease", job_id)
         except Exception as exc:  # a job's own failure must not take the worker down
             log.exception("job %s failed", job_id)
             queue.finish_failed(
