@@ -9,6 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.config import Settings
+from service.db import Database
+from service.training.worker import Worker
+
 GOOD: dict[str, Any] = {
     "data": {
         "x": [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3.0, 1.0]],
@@ -203,3 +207,23 @@ def test_deleting_an_active_job_is_refused(client: TestClient) -> None:
     client.post(f"/jobs/{job['id']}/cancel")
     assert client.delete(f"/models/{job['id']}").status_code == 204
     assert_error(client.get(f"/jobs/{job['id']}"), 404)
+
+
+def test_max_runtime_above_the_server_ceiling_is_refused(client: TestClient) -> None:
+    body = variant(GOOD, "training.max_runtime_seconds", 10**9)
+    assert "max_runtime_seconds" in assert_error(client.post("/jobs", json=body), 422)["detail"]
+    assert_nothing_stored(client)
+
+
+def test_a_job_stops_at_its_max_runtime_and_keeps_its_model(
+    client: TestClient, settings: Settings, db: Database
+) -> None:
+    body = variant(variant(GOOD, "training.epochs", 100_000), "training.max_runtime_seconds", 0.3)
+    job = client.post("/jobs", json=body).json()
+    assert job["spec"]["training"]["max_runtime_seconds"] == 0.3
+    assert Worker(settings, db).run_once()
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and 0 < done["epoch"] < 100_000
+    assert client.get(f"/models/{job['id']}").json()["metrics"]["stop_reason"] == "max_runtime"
+    default = client.post("/jobs", json=GOOD).json()
+    assert default["spec"]["training"]["max_runtime_seconds"] == settings.max_runtime_seconds
