@@ -13,6 +13,9 @@ from typing import IO, Any
 
 import httpx
 import numpy as np
+import torch
+
+from service.training.data import TrainingTensors, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 # Short queue timings so fault tests run in seconds; production keeps the defaults.
@@ -49,6 +52,29 @@ def sinc_job(epochs: int = 400, **training: Any) -> dict[str, Any]:
         "data": {"x": x.tolist(), "y": y.tolist()},
         "training": {"epochs": epochs, **training},
     }
+
+
+def cpu_tensors(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    classification: bool = False,
+    scale_inputs: bool = True,
+    scale_targets: bool = False,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+) -> TrainingTensors:
+    """A job's data prepared for training on the CPU, as the worker would prepare it."""
+    return prepare(
+        x,
+        y,
+        classification=classification,
+        scale_inputs=scale_inputs,
+        scale_targets=scale_targets,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        device=torch.device("cpu"),
+    ).tensors
 
 
 def free_port() -> int:

@@ -173,23 +173,12 @@ class Worker:
         torch.set_num_threads(self._threads_for(config, len(dataset.x)))
         torch.manual_seed(spec.training.seed)  # the network's initial weights
         network = build_network(config).to(self.device)
-        t = spec.training
         result = train(
             network,
             config,
             prepared.tensors,
-            TrainingConfig(
-                optimizer=t.optimizer,
-                learning_rate=t.learning_rate,
-                momentum=t.momentum,
-                weight_decay=t.weight_decay,
-                batch_size=t.batch_size,
-                epochs=t.epochs,
-                loss=t.loss or "mse",
-                early_stopping_patience=t.early_stopping_patience,
-                seed=t.seed,
-                max_runtime_seconds=t.max_runtime_seconds,
-            ),
+            # The split already happened in prepare(); every other setting is the trainer's.
+            TrainingConfig(**spec.training.model_dump(exclude={"validation_fraction"})),
             on_epoch=progress,
             should_stop=interrupt.stop.is_set,
             should_pause=interrupt.pause.is_set,

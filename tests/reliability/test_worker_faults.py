@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.training.data import prepare
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import TrainingConfig, train
 from tests.reliability.conftest import Start
-from tests.support import ServiceProcess, sinc_data, wait_for_job
+from tests.support import ServiceProcess, cpu_tensors, sinc_data, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -59,22 +58,13 @@ def running_on(api: httpx.Client, job_id: str, min_epoch: int) -> dict[str, Any]
 def reference_history(body: dict[str, Any]) -> list[float]:
     """The same job trained without interruption, by the trainer directly."""
     x, y = np.asarray(body["data"]["x"]), np.asarray(body["data"]["y"])
-    data = prepare(
-        x,
-        y,
-        classification=False,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=0.0,
-        seed=body["training"]["seed"],
-        device=torch.device("cpu"),
-    )
+    tensors = cpu_tensors(x, y, seed=body["training"]["seed"])
     architecture = NetworkConfig(2, tuple(body["model"]["hidden_layers"]), 1, "tanh", "tanh")
     torch.manual_seed(body["training"]["seed"])
     result = train(
         build_network(architecture),
         architecture,
-        data.tensors,
+        tensors,
         TrainingConfig(
             epochs=body["training"]["epochs"],
             batch_size=body["training"]["batch_size"],

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from service.training.data import TrainingTensors, prepare
+from service.training.data import TrainingTensors
 from service.training.engine import TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.numpy_engine import ACTIVATIONS
 from service.training.trainer import EngineChoice, TrainingResult, train
+from tests.support import cpu_tensors, sinc_data
 
 
 def regression_data(n_outputs: int = 1) -> TrainingTensors:
@@ -19,32 +20,14 @@ def regression_data(n_outputs: int = 1) -> TrainingTensors:
     y = np.stack(
         [np.sin(x[:, 0]) * x[:, 1] + 0.3 * x[:, 2] * k for k in range(1, n_outputs + 1)], axis=1
     )
-    return prepare(
-        x,
-        y,
-        classification=False,
-        scale_inputs=True,
-        scale_targets=True,
-        validation_fraction=0.2,
-        seed=0,
-        device=torch.device("cpu"),
-    ).tensors
+    return cpu_tensors(x, y, scale_targets=True, validation_fraction=0.2)
 
 
 def classification_data() -> TrainingTensors:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 2))
     y = (np.arctan2(x[:, 1], x[:, 0]) > 0).astype(np.int64) + (x[:, 0] > 1).astype(np.int64)
-    return prepare(
-        x,
-        y,
-        classification=True,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=0.2,
-        seed=0,
-        device=torch.device("cpu"),
-    ).tensors
+    return cpu_tensors(x, y, classification=True, validation_fraction=0.2)
 
 
 def both(
@@ -118,19 +101,8 @@ def test_cross_entropy_matches_autograd() -> None:
 
 
 def test_the_notebook_job_matches_autograd_over_all_400_epochs() -> None:
-    from tests.support import sinc_data
-
     x, y = sinc_data()
-    data = prepare(
-        x,
-        y,
-        classification=False,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=0.0,
-        seed=0,
-        device=torch.device("cpu"),
-    ).tensors
+    data = cpu_tensors(x, y)
     autograd, manual = both(data, NetworkConfig(2, (80,), 1, "tanh", "tanh"), TrainingConfig())
     # Rounding differences compound over 5,200 steps; the curves still agree closely.
     np.testing.assert_allclose(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.training.data import TrainingTensors, prepare
+from service.training.data import TrainingTensors
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import (
     EngineChoice,
@@ -17,23 +17,14 @@ from service.training.trainer import (
     TrainingResult,
     train,
 )
-from tests.support import sinc_data
+from tests.support import cpu_tensors, sinc_data
 
 ENGINES: list[EngineChoice] = ["torch", "numpy"]
 
 
 def sinc_tensors(validation_fraction: float = 0.0, seed: int = 0) -> TrainingTensors:
     x, y = sinc_data(20)
-    return prepare(
-        x,
-        y,
-        classification=False,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=validation_fraction,
-        seed=seed,
-        device=torch.device("cpu"),
-    ).tensors
+    return cpu_tensors(x, y, validation_fraction=validation_fraction, seed=seed)
 
 
 def smooth_tensors() -> TrainingTensors:
@@ -41,16 +32,7 @@ def smooth_tensors() -> TrainingTensors:
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(256, 2))
     y = (0.5 * np.tanh(x[:, 0]) + 0.2 * x[:, 1]).reshape(-1, 1)
-    return prepare(
-        x,
-        y,
-        classification=False,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=0.0,
-        seed=0,
-        device=torch.device("cpu"),
-    ).tensors
+    return cpu_tensors(x, y)
 
 
 def run(
@@ -163,16 +145,7 @@ def test_classification_learns_a_separable_problem(engine: EngineChoice) -> None
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 2))
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
-    data = prepare(
-        x,
-        y,
-        classification=True,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=0.0,
-        seed=0,
-        device=torch.device("cpu"),
-    ).tensors
+    data = cpu_tensors(x, y, classification=True)
     architecture = NetworkConfig(2, (8,), 2, "relu", None)
     result = run(
         data,

@@ -13,7 +13,7 @@ from service import queue
 from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404, require_json
 from service.errors import InvalidInput
 from service.models import Job
-from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut, JobSpec
+from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut
 from service.submission import build_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -28,29 +28,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 def job_out(job: Job) -> JobOut:
-    return JobOut(
-        id=job.id,
-        name=job.name,
-        task=job.task,  # type: ignore[arg-type]
-        status=job.status,  # type: ignore[arg-type]
-        epoch=job.epoch,
-        epochs=job.epochs,
-        train_loss=job.train_loss,
-        val_loss=job.val_loss,
-        best_epoch=job.best_epoch,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        cancel_requested=job.cancel_requested,
-        error=job.error,
-        warnings=job.warnings or [],
-        n_rows=job.n_rows,
-        n_features=job.n_features,
-        device=job.device,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        spec=JobSpec.model_validate(job.spec),
-    )
+    # Field names match the table's columns; the stored spec validates into JobSpec.
+    return JobOut.model_validate(job, from_attributes=True)
 
 
 @router.post(

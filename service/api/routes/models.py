@@ -35,18 +35,9 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 
 def model_out(model: Model, name: str | None) -> ModelOut:
-    return ModelOut(
-        id=model.id,
-        name=name,
-        task=model.task,  # type: ignore[arg-type]
-        created_at=model.created_at,
-        architecture=model.architecture,
-        n_features=model.n_features,
-        n_outputs=model.n_outputs,
-        classes=model.classes,
-        scalers=model.scalers,
-        metrics=model.metrics,
-    )
+    """The model's columns, with the name of the job that trained it."""
+    fields = {field: getattr(model, field) for field in ModelOut.model_fields if field != "name"}
+    return ModelOut.model_validate({**fields, "name": name})
 
 
 @router.get("")
