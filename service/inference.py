@@ -70,7 +70,7 @@ def predict(predictor: Predictor, inputs: np.ndarray) -> Prediction:
     """Raw inputs in: the stored input scaler is applied and target scaling undone."""
     check_features(predictor, inputs)
     scaled = predictor.input_scaler.transform(inputs) if predictor.input_scaler else inputs
-    output = predictor.forward(np.asarray(scaled, dtype=np.float64)).astype(np.float64)
+    output = predictor.forward(scaled).astype(np.float64)
     if not np.isfinite(output).all():
         # JSON has no NaN or Infinity; and a client should hear why rather than get nulls.
         raise InvalidInput(

@@ -10,6 +10,7 @@ request by request, so one bad request never fails its neighbours.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,24 +19,29 @@ from service.inference import Prediction, Predictor, predict
 MAX_BATCH_ROWS = 4096
 
 
+@dataclass
+class _Batch:
+    predictor: Predictor
+    waiting: list[tuple[np.ndarray, asyncio.Future[Prediction]]] = field(default_factory=list)
+    rows: int = 0
+
+
 class MicroBatcher:
     def __init__(self, max_rows: int = MAX_BATCH_ROWS) -> None:
         self.max_rows = max_rows
-        self._pending: dict[
-            int, tuple[Predictor, list[tuple[np.ndarray, asyncio.Future[Prediction]]]]
-        ] = {}
+        self._pending: dict[int, _Batch] = {}
 
     async def predict(self, predictor: Predictor, inputs: np.ndarray) -> Prediction:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         key = id(predictor)
-        entry = self._pending.get(key)
-        if entry is None:
-            entry = (predictor, [])
-            self._pending[key] = entry
+        batch = self._pending.get(key)
+        if batch is None:
+            batch = self._pending[key] = _Batch(predictor)
             loop.call_soon(self._flush, key)
-        entry[1].append((inputs, future))
-        if sum(len(rows) for rows, _ in entry[1]) >= self.max_rows:
+        batch.waiting.append((inputs, future))
+        batch.rows += len(inputs)
+        if batch.rows >= self.max_rows:
             self._flush(key)  # big enough already: do not wait for the turn to end
         return await future
 
@@ -43,7 +49,7 @@ class MicroBatcher:
         entry = self._pending.pop(key, None)
         if entry is None:
             return
-        predictor, waiting = entry
+        predictor, waiting = entry.predictor, entry.waiting
         if len(waiting) == 1:
             _settle(predictor, *waiting[0])
             return

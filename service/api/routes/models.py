@@ -93,8 +93,7 @@ def delete_model(
         job = job_or_404(session, model_id, principal)
         if job.status not in JobStatus.TERMINAL:
             raise Conflict(f"job {model_id} is {job.status}; cancel it before deleting it")
-        session.execute(delete(LossRecord).where(LossRecord.job_id == model_id))
-        session.execute(delete(Model).where(Model.id == model_id))
+        # The model, loss rows and any checkpoint go with the job (ON DELETE CASCADE).
         session.execute(delete(Job).where(Job.id == model_id))
     predictors.evict(model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
