@@ -271,6 +271,9 @@ def recover_expired(db: Database) -> int:
         requeued = _changed(
             session, update(Job).where(*expired).values(status=JobStatus.QUEUED, **cleared)
         )
+        # Jobs that just ended have nothing left to resume (requeued ones keep theirs).
+        ended = select(Job.id).where(Job.status.in_(JobStatus.TERMINAL))
+        session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id.in_(ended)))
     return int(cancelled + failed + requeued)
 
 
@@ -288,6 +291,7 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
             job.status = JobStatus.CANCELLED
             job.finished_at = utcnow()
             job.cancel_requested = True
+            _drop_checkpoint(session, job_id)
         elif job.status == JobStatus.RUNNING:
             job.cancel_requested = True
         elif job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
@@ -354,9 +358,13 @@ def _finish(
     if best_epoch is not None:
         values["best_epoch"] = best_epoch
     result = _changed(session, update(Job).where(*_owned(job_id, worker_id)).values(**values))
-    # A checkpoint is scratch state for resuming; an ended job has nothing to resume.
-    session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id == job_id))
+    _drop_checkpoint(session, job_id)
     return result == 1
+
+
+def _drop_checkpoint(session: Session, job_id: str) -> None:
+    """A checkpoint is scratch state for resuming; an ended job has nothing to resume."""
+    session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id == job_id))
 
 
 def _changed(session: Session, statement: Executable) -> int:

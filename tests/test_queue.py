@@ -203,3 +203,20 @@ def test_cancel_rules(db: Database, settings: Settings) -> None:
         queue.request_cancel(db, done_id)
     with pytest.raises(NotFound):
         queue.request_cancel(db, "no-such-job")
+
+
+def test_a_job_that_ends_keeps_no_checkpoint(db: Database, settings: Settings) -> None:
+    handed_back, expired = add_jobs(db, settings, 2)
+    for job_id in (handed_back, expired):
+        assert queue.claim(db, "w1", 30) == job_id
+    queue.release(db, handed_back, "w1", checkpoint=(3, b"state"))
+    queue.save_checkpoint(db, expired, "w1", [], 3, b"state")
+    assert queue.load_checkpoint(db, handed_back) == (3, b"state")
+    queue.request_cancel(db, handed_back)  # cancelled while queued
+    with db.write() as session:
+        session.execute(update(Job).where(Job.id == expired).values(attempts=settings.max_attempts))
+    expire_lease(db, expired)
+    queue.recover_expired(db)  # fails: no attempts left
+    assert job(db, expired).status == "failed"
+    assert queue.load_checkpoint(db, handed_back) is None
+    assert queue.load_checkpoint(db, expired) is None
