@@ -58,6 +58,15 @@ def split_indices(
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def epoch_order(seed: int, epoch: int, n_rows: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the training rows.
+
+    A pure function of (seed, epoch), drawn on the CPU: every engine and device sees the same
+    batches, and a resumed run needs no generator state to carry on where the last one left off.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
 @dataclass(frozen=True)
 class TrainingTensors:
     """Scaled data, resident on the device the network trains on."""

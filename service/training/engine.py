@@ -36,7 +36,31 @@ ADAM_EPS = 1e-8
 HUBER_DELTA = 1.0
 
 
+# torch.optim's names for each optimizer's per-parameter state: the one layout every engine
+# reads and writes, so a run checkpointed by one engine continues on the other.
+OPTIMIZER_SLOTS: dict[str, tuple[str, ...]] = {
+    "adam": ("step", "exp_avg", "exp_avg_sq"),
+    "adamw": ("step", "exp_avg", "exp_avg_sq"),
+    "sgd": ("momentum_buffer",),
+}
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """Weights and optimizer state, on the CPU, in a layout no engine or device owns.
+
+    `weights` uses torch's state-dict names ("0.weight", "0.bias", ...); `optimizer` maps each
+    parameter name to its slots under torch.optim's names (OPTIMIZER_SLOTS). A slot is absent
+    until the optimizer first writes it (SGD without momentum writes none).
+    """
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, dict[str, torch.Tensor]]
+
+
 class Engine(Protocol):
+    name: str  # "numpy" or "torch": recorded with the model and in checkpoints
+
     def train_epoch(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, should_stop: StopCheck | None
     ) -> float | None:
@@ -51,8 +75,10 @@ class Engine(Protocol):
         """A copy of the network's state dict (the keys of torch's nn.Sequential)."""
         ...
 
-    def state(self) -> dict[str, torch.Tensor]:
+    def state(self) -> EngineState:
         """Weights and optimizer state: everything needed to continue bit for bit."""
         ...
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+    def load_state(self, state: EngineState) -> None:
+        """Continue from `state`, whichever engine or device wrote it (shapes already checked)."""
+        ...

@@ -10,11 +10,20 @@ matches that engine's within float32 rounding (tests/training/test_engines.py pr
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from service.training.engine import ADAM_BETAS, ADAM_EPS, HUBER_DELTA, StopCheck, TrainingConfig
+from service.training.engine import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    HUBER_DELTA,
+    EngineState,
+    StopCheck,
+    TrainingConfig,
+)
 from service.training.network import NetworkConfig
 from service.training.numpy_network import ACTIVATIONS, Array
 
@@ -22,13 +31,15 @@ from service.training.numpy_network import ACTIVATIONS, Array
 MAX_PARAMETERS = 200_000
 
 
-def supports(network: NetworkConfig, device: torch.device) -> bool:
+def can_train(network: NetworkConfig, device: torch.device) -> bool:
+    """Whether this engine can train `network` on `device` at all (the CPU, known activations)."""
     used = {network.activation, network.output_activation or "identity"}
-    return (
-        device.type == "cpu"
-        and used <= ACTIVATIONS.keys()
-        and network.n_parameters <= MAX_PARAMETERS
-    )
+    return device.type == "cpu" and used <= ACTIVATIONS.keys()
+
+
+def supports(network: NetworkConfig, device: torch.device) -> bool:
+    """Whether this engine is the faster choice for `network` on `device`."""
+    return can_train(network, device) and network.n_parameters <= MAX_PARAMETERS
 
 
 def loss_and_gradient(name: str, output: Array, target: Array) -> tuple[float, Array]:
@@ -59,37 +70,64 @@ def loss_and_gradient(name: str, output: Array, target: Array) -> tuple[float, A
     raise ValueError(f"unknown loss {name!r}")
 
 
+@dataclass(frozen=True)
+class FlatParameter:
+    """Where one torch parameter lives in the flat buffers. A weight is kept transposed
+    (in x out, so a batch multiplies it from the left); torch's layout is out x in."""
+
+    name: str  # torch's state-dict name, e.g. "0.weight"
+    start: int
+    shape: tuple[int, ...]  # numpy's layout
+
+    @property
+    def stop(self) -> int:
+        return self.start + math.prod(self.shape)
+
+    def read(self, buffer: Array) -> torch.Tensor:
+        """The parameter's values in `buffer`, as a torch tensor in torch's layout."""
+        values = buffer[self.start : self.stop].reshape(self.shape)
+        return torch.from_numpy((values.T if len(self.shape) == 2 else values).copy())
+
+    def write(self, buffer: Array, tensor: torch.Tensor) -> None:
+        values = tensor.detach().cpu().to(torch.float32).numpy()
+        view = buffer[self.start : self.stop].reshape(self.shape)
+        view[...] = values.T if len(self.shape) == 2 else values
+
+
 class NumpyEngine:
+    name = "numpy"
+
     def __init__(
         self, network: NetworkConfig, initial: dict[str, torch.Tensor], config: TrainingConfig
     ) -> None:
         self.config = config
         widths = [network.n_inputs, *network.hidden_layers, network.n_outputs]
         shapes = [(a, b) for a, b in itertools.pairwise(widths)]
-        n_values = sum(a * b + b for a, b in shapes)
         # Parameters and gradients live in flat buffers, so the optimizer is a few whole-buffer
         # operations; each layer's W (in x out) and b are views into them.
-        self.params = np.zeros(n_values, dtype=np.float32)
-        self.grads = np.zeros_like(self.params)
-        self.weights_in: list[Array] = []
-        self.biases: list[Array] = []
-        self.weight_grads: list[Array] = []
-        self.bias_grads: list[Array] = []
+        self.layout: list[FlatParameter] = []
         offset = 0
-        for fan_in, fan_out in shapes:
-            for buffer, out in ((self.params, self.weights_in), (self.grads, self.weight_grads)):
-                out.append(buffer[offset : offset + fan_in * fan_out].reshape(fan_in, fan_out))
-            offset += fan_in * fan_out
-            self.biases.append(self.params[offset : offset + fan_out])
-            self.bias_grads.append(self.grads[offset : offset + fan_out])
-            offset += fan_out
-        # nn.Sequential numbering: Linear layers sit at 0, 2, 4, ... (an activation after each).
-        self.keys = [str(2 * i) for i in range(len(shapes))]
-        for key, w, b in zip(self.keys, self.weights_in, self.biases, strict=True):
-            w[:] = initial[f"{key}.weight"].detach().cpu().numpy().T
-            b[:] = initial[f"{key}.bias"].detach().cpu().numpy()
+        for i, (fan_in, fan_out) in enumerate(shapes):
+            # nn.Sequential numbering: Linear layers sit at 0, 2, 4, ... (an activation after each).
+            weight = FlatParameter(f"{2 * i}.weight", offset, (fan_in, fan_out))
+            bias = FlatParameter(f"{2 * i}.bias", weight.stop, (fan_out,))
+            self.layout += [weight, bias]
+            offset = bias.stop
+        self.params = np.zeros(offset, dtype=np.float32)
+        self.grads = np.zeros_like(self.params)
+
+        def views(buffer: Array, parameters: list[FlatParameter]) -> list[Array]:
+            return [buffer[p.start : p.stop].reshape(p.shape) for p in parameters]
+
+        self.weights_in = views(self.params, self.layout[0::2])
+        self.biases = views(self.params, self.layout[1::2])
+        self.weight_grads = views(self.grads, self.layout[0::2])
+        self.bias_grads = views(self.grads, self.layout[1::2])
+        for parameter in self.layout:
+            parameter.write(self.params, initial[parameter.name])
         self.hidden = ACTIVATIONS[network.activation]
         self.output = ACTIVATIONS[network.output_activation or "identity"]
+        # Adam's moments, or SGD's momentum buffer in first_moment.
         self.first_moment = np.zeros_like(self.params)
         self.second_moment = np.zeros_like(self.params)
         self.scratch = np.zeros_like(self.params)
@@ -186,24 +224,36 @@ class NumpyEngine:
             return loss_and_gradient(self.config.loss, post[-1], y.numpy())[0]
 
     def weights(self) -> dict[str, torch.Tensor]:
-        state: dict[str, torch.Tensor] = {}
-        for key, w, b in zip(self.keys, self.weights_in, self.biases, strict=True):
-            state[f"{key}.weight"] = torch.from_numpy(w.T.copy())
-            state[f"{key}.bias"] = torch.from_numpy(b.copy())
-        return state
+        return {p.name: p.read(self.params) for p in self.layout}
 
-    def state(self) -> dict[str, torch.Tensor]:
-        return {
-            **{f"weights.{k}": v for k, v in self.weights().items()},
-            "numpy.first_moment": torch.from_numpy(self.first_moment.copy()),
-            "numpy.second_moment": torch.from_numpy(self.second_moment.copy()),
-            "numpy.step": torch.tensor(self.step, dtype=torch.int64),
-        }
+    def state(self) -> EngineState:
+        slots: dict[str, dict[str, torch.Tensor]] = {p.name: {} for p in self.layout}
+        if self.step > 0:  # torch.optim creates its state at the first step, and so do we
+            if self.config.optimizer == "sgd":
+                if self.config.momentum:
+                    for p in self.layout:
+                        slots[p.name]["momentum_buffer"] = p.read(self.first_moment)
+            else:
+                for p in self.layout:
+                    slots[p.name] = {
+                        "step": torch.tensor(float(self.step), dtype=torch.float32),
+                        "exp_avg": p.read(self.first_moment),
+                        "exp_avg_sq": p.read(self.second_moment),
+                    }
+        return EngineState(weights=self.weights(), optimizer=slots)
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        for key, w, b in zip(self.keys, self.weights_in, self.biases, strict=True):
-            w[:] = state[f"weights.{key}.weight"].numpy().T
-            b[:] = state[f"weights.{key}.bias"].numpy()
-        self.first_moment[:] = state["numpy.first_moment"].numpy()
-        self.second_moment[:] = state["numpy.second_moment"].numpy()
-        self.step = int(state["numpy.step"].item())
+    def load_state(self, state: EngineState) -> None:
+        self.first_moment[:] = 0.0
+        self.second_moment[:] = 0.0
+        self.step = 0
+        for p in self.layout:
+            p.write(self.params, state.weights[p.name])
+            slots = state.optimizer.get(p.name, {})
+            if "momentum_buffer" in slots:
+                p.write(self.first_moment, slots["momentum_buffer"])
+                self.step = 1  # past SGD's first step: the buffer now accumulates
+            if "exp_avg" in slots:
+                p.write(self.first_moment, slots["exp_avg"])
+                p.write(self.second_moment, slots["exp_avg_sq"])
+                # torch counts steps per parameter; one optimizer steps them all together.
+                self.step = round(float(slots["step"].item()))

@@ -7,7 +7,14 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from service.training.engine import ADAM_BETAS, ADAM_EPS, HUBER_DELTA, StopCheck, TrainingConfig
+from service.training.engine import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    HUBER_DELTA,
+    EngineState,
+    StopCheck,
+    TrainingConfig,
+)
 
 LOSSES: dict[str, Callable[[], nn.Module]] = {
     "mse": nn.MSELoss,
@@ -30,6 +37,8 @@ def make_optimizer(network: nn.Module, config: TrainingConfig) -> torch.optim.Op
 
 
 class TorchEngine:
+    name = "torch"
+
     def __init__(self, network: nn.Module, config: TrainingConfig) -> None:
         self.network = network
         self.optimizer = make_optimizer(network, config)
@@ -63,26 +72,35 @@ class TorchEngine:
     def weights(self) -> dict[str, torch.Tensor]:
         return {name: t.detach().clone() for name, t in self.network.state_dict().items()}
 
-    def state(self) -> dict[str, torch.Tensor]:
-        state = {f"weights.{name}": t for name, t in self.weights().items()}
-        for index, param in enumerate(self.network.parameters()):
-            for key, value in self.optimizer.state.get(param, {}).items():
-                tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-                state[f"optimizer.{index}.{key}"] = tensor.detach().clone()
-        return state
+    def state(self) -> EngineState:
+        slots: dict[str, dict[str, torch.Tensor]] = {}
+        for name, param in self.network.named_parameters():
+            entries = self.optimizer.state.get(param, {})
+            slots[name] = {
+                key: _as_tensor(value).detach().cpu().clone()
+                for key, value in entries.items()
+                if value is not None
+            }
+        weights = {name: t.cpu() for name, t in self.weights().items()}
+        return EngineState(weights=weights, optimizer=slots)
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        weights = {
-            k.removeprefix("weights."): v for k, v in state.items() if k.startswith("weights.")
-        }
-        self.network.load_state_dict(weights)
-        device = next(self.network.parameters()).device
-        for index, param in enumerate(self.network.parameters()):
-            prefix = f"optimizer.{index}."
-            entries = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    def load_state(self, state: EngineState) -> None:
+        self.network.load_state_dict(state.weights)  # copies onto the network's device
+        for name, param in self.network.named_parameters():
+            entries = state.optimizer.get(name)
             if entries:
                 self.optimizer.state[param] = {
-                    # torch keeps Adam's step on the CPU unless capturable/fused.
-                    key: value.clone() if key == "step" else value.to(device).clone()
-                    for key, value in entries.items()
+                    key: _slot_on(param, key, value) for key, value in entries.items()
                 }
+
+
+def _as_tensor(value: object) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.tensor(value)
+
+
+def _slot_on(param: torch.Tensor, key: str, value: torch.Tensor) -> torch.Tensor:
+    """A stored slot as torch.optim keeps it for `param`."""
+    if key == "step":
+        # Plain (not fused, not capturable) Adam counts steps in a float32 scalar on the CPU.
+        return value.detach().to(device="cpu", dtype=torch.float32).clone()
+    return value.detach().to(device=param.device, dtype=param.dtype).clone()

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from service.training import numpy_engine
 from service.training.checkpoint import Checkpoint
-from service.training.data import TrainingTensors
+from service.training.data import TrainingTensors, epoch_order
 from service.training.engine import Engine, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig
 from service.training.numpy_engine import NumpyEngine
@@ -43,7 +43,7 @@ class TrainingResult:
     history: list[EpochResult] = field(default_factory=list)
     best_epoch: int | None = None
     stop_reason: StopReason = "completed"
-    engine: str = "torch"
+    engine: str = "torch"  # the engine that trained it: "numpy" or "torch"
     checkpoint: Checkpoint | None = None  # set when paused after at least one epoch
 
 
@@ -65,7 +65,9 @@ def make_engine(
     device: torch.device,
     choice: EngineChoice = "auto",
 ) -> Engine:
-    use_numpy = choice == "numpy" or (
+    """`numpy` pins the numpy engine wherever it can train the network (the CPU, its
+    activations); `auto` takes it where it is also the faster one; otherwise autograd."""
+    use_numpy = (choice == "numpy" and numpy_engine.can_train(architecture, device)) or (
         choice == "auto" and numpy_engine.supports(architecture, device)
     )
     if use_numpy:
@@ -94,28 +96,29 @@ def train(
     from). `checkpoint_due(epoch)` asks for a checkpoint after an epoch, delivered to
     `on_checkpoint`. The network must already sit on the device of `data`. Given the same
     initial weights, data, config and seed, a CPU run gives the same loss history bit for bit,
-    also when it was checkpointed and resumed on the way.
+    also when it was checkpointed and resumed on the way; on another engine or device, the same
+    history within float32 rounding (the batches are the same). A `resume` checkpoint that does
+    not fit the network raises UnusableCheckpoint before any training.
     """
     device = data.x_train.device
     trainer = make_engine(network, architecture, config, device, engine)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
     run = RunState()
     if resume is not None:
-        trainer.load_state(resume.engine_state)
-        generator.set_state(resume.generator_state)
+        resume.check_fits(architecture, config.optimizer)
+        trainer.load_state(resume.state)
         run = RunState.resumed_from(resume)
     n_rows = data.x_train.shape[0]
     batch_size = min(config.batch_size, n_rows)
-    result = TrainingResult(state={}, engine=type(trainer).__name__, best_epoch=run.best_epoch)
+    result = TrainingResult(state={}, engine=trainer.name, best_epoch=run.best_epoch)
     started = time.perf_counter() - run.seconds_before
 
     def checkpoint(epoch: int) -> Checkpoint:
         return Checkpoint(
             epoch=epoch,
             seconds=time.perf_counter() - started,
-            engine_state=trainer.state(),
-            generator_state=generator.get_state(),
+            state=trainer.state(),
+            engine=trainer.name,
+            device=str(device),
             best_val=run.best_val,
             best_epoch=run.best_epoch,
             epochs_since_best=run.epochs_since_best,
@@ -129,7 +132,7 @@ def train(
             result.state = trainer.weights()
             return result
         # One gather per epoch; the engine then slices batches as views.
-        order = torch.randperm(n_rows, generator=generator, device=device)
+        order = torch.from_numpy(epoch_order(config.seed, epoch, n_rows)).to(device)
         train_loss = trainer.train_epoch(
             data.x_train[order], data.y_train[order], batch_size, should_stop
         )

@@ -162,13 +162,36 @@ def test_classification_learns_a_separable_problem(engine: EngineChoice) -> None
 
 def test_auto_picks_numpy_for_small_cpu_networks_and_torch_otherwise() -> None:
     small = run(sinc_tensors(), TrainingConfig(epochs=1))
-    assert small.engine == "NumpyEngine"
+    assert small.engine == "numpy"
     gelu = run(
         sinc_tensors(),
         TrainingConfig(epochs=1),
         architecture=NetworkConfig(2, (16,), 1, "gelu", None),
     )
-    assert gelu.engine == "TorchEngine"
+    assert gelu.engine == "torch"
+    wide = run(
+        sinc_tensors(),
+        TrainingConfig(epochs=1, batch_size=400),
+        architecture=NetworkConfig(2, (512, 512), 1, "tanh", None),
+    )
+    assert wide.engine == "torch"
+
+
+def test_a_pinned_numpy_engine_trains_any_size_but_falls_back_where_it_cannot() -> None:
+    wide = run(
+        sinc_tensors(),
+        TrainingConfig(epochs=1, batch_size=400),
+        architecture=NetworkConfig(2, (512, 512), 1, "tanh", None),
+        engine="numpy",
+    )
+    assert wide.engine == "numpy"
+    gelu = run(
+        sinc_tensors(),
+        TrainingConfig(epochs=1),
+        architecture=NetworkConfig(2, (16,), 1, "gelu", None),
+        engine="numpy",
+    )
+    assert gelu.engine == "torch"
 
 
 @pytest.mark.parametrize("engine", ENGINES)
