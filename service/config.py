@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +18,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     workers: Annotated[int, Field(ge=0)] = 1
+    # auto: CPU plus the GPU if torch sees one, each job placed where it trains fastest;
+    # cpu, cuda, cuda:N: every job on that device (one worker process per GPU: cuda:N).
     device: str = "auto"
+    # The CPU engine: auto (numpy for small networks, autograd above), or pinned.
+    engine: Literal["auto", "numpy", "torch"] = "auto"
     # Threads torch may use per worker; None picks one for the job's size.
     torch_threads: Annotated[int, Field(ge=1)] | None = None
 

@@ -3,6 +3,7 @@
     ServiceError            500 internal_error (a bug if a client ever sees it)
     ├── InvalidInput        422 invalid_input
     ├── RequestInvalid      422 validation_error
+    ├── Forbidden           403 forbidden
     ├── NotFound            404 not_found
     ├── Conflict            409 conflict
     │   └── ModelNotReady   409 model_not_ready
@@ -37,6 +38,13 @@ class RequestInvalid(ServiceError):
 
     status_code = 422
     kind = "validation_error"
+
+
+class Forbidden(ServiceError):
+    """Authenticated, but this key may not do it (an operator's view, say)."""
+
+    status_code = 403
+    kind = "forbidden"
 
 
 class NotFound(ServiceError):

@@ -90,6 +90,9 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The device kind the job insists on ("auto", "cpu" or "cuda"); the claim matches it.
+    required_device: Mapped[str] = mapped_column(String(10), default="auto", server_default="auto")
+    # Where it trains ("cpu", "cuda:0"): set by the worker right after the claim.
     device: Mapped[str | None] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -155,3 +158,20 @@ class CheckpointRecord(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     state: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerRecord(Base):
+    """A live worker process and the devices it can train on: what the fleet can run.
+
+    Each worker renews `last_seen_at` every heartbeat; one not seen for a lease is gone.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    # Where it may train, e.g. ["cpu", "cuda:0"]; its device kinds are what the claim matches.
+    devices: Mapped[list[str]] = mapped_column(JSON)
+    engine: Mapped[str] = mapped_column(String(10))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

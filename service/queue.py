@@ -68,22 +68,27 @@ def enqueue_once(db: Database, job: Job) -> tuple[Job, bool]:
     raise AssertionError("unreachable")
 
 
+def _claimable(device_kinds: Sequence[str]) -> tuple[ColumnElement[bool], ...]:
+    """Queued jobs a worker with these device kinds ("cpu", "cuda") may run."""
+    return (Job.status == JobStatus.QUEUED, Job.required_device.in_(("auto", *device_kinds)))
+
+
 @retry_transient
-def has_queued(db: Database) -> bool:
+def has_queued(db: Database, device_kinds: Sequence[str] = ("cpu",)) -> bool:
     """A cheap read, so idle workers poll without taking SQLite's write lock."""
     with db.read() as session:
-        return bool(session.scalar(select(exists().where(Job.status == JobStatus.QUEUED))))
+        return bool(session.scalar(select(exists().where(*_claimable(device_kinds)))))
 
 
 @retry_transient
-def claim(db: Database, worker_id: str, lease_seconds: float) -> str | None:
-    """Atomically take the oldest queued job: one statement, so no two workers get the same job."""
+def claim(
+    db: Database, worker_id: str, lease_seconds: float, device_kinds: Sequence[str] = ("cpu",)
+) -> str | None:
+    """Atomically take the oldest queued job this worker's devices can run: one statement, so
+    no two workers get the same job, and a job that requires a GPU never lands on a CPU worker."""
     now = utcnow()
     oldest = (
-        select(Job.id)
-        .where(Job.status == JobStatus.QUEUED)
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
+        select(Job.id).where(*_claimable(device_kinds)).order_by(Job.created_at, Job.id).limit(1)
     )
     if db.engine.dialect.name == "postgresql":
         oldest = oldest.with_for_update(skip_locked=True)
@@ -128,26 +133,37 @@ def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -
 
 
 @retry_transient
-def reset_progress(db: Database, job_id: str, worker_id: str, keep_epochs: int = 0) -> bool:
-    """Drop loss rows after `keep_epochs` (left by an earlier attempt) before training resumes."""
+def start_attempt(
+    db: Database,
+    job_id: str,
+    worker_id: str,
+    device: str,
+    keep_epochs: int = 0,
+    warning: str | None = None,
+) -> bool:
+    """Before training: record where it runs, drop loss rows after `keep_epochs` (left by an
+    earlier attempt), and add `warning` to the job's warnings. False when the lease is lost."""
     with db.write() as session:
-        if not _touch(session, job_id, worker_id, epoch=keep_epochs):
+        if not _touch(session, job_id, worker_id, epoch=keep_epochs, device=device):
             return False
         session.execute(
             delete(LossRecord).where(LossRecord.job_id == job_id, LossRecord.epoch > keep_epochs)
         )
+        if warning is not None:
+            warnings = session.scalar(select(Job.warnings).where(Job.id == job_id)) or []
+            session.execute(
+                update(Job).where(Job.id == job_id).values(warnings=[*warnings, warning])
+            )
         return True
 
 
 @retry_transient
-def record_progress(
-    db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow], device: str | None = None
-) -> bool:
+def record_progress(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow]) -> bool:
     """Append loss rows and move the job's progress forward; False when the lease is lost."""
     if not rows:
         return True
     with db.write() as session:
-        return _write_progress(session, job_id, worker_id, rows, device=device)
+        return _write_progress(session, job_id, worker_id, rows)
 
 
 @retry_transient
@@ -307,18 +323,12 @@ def _touch(session: Session, job_id: str, worker_id: str, **values: object) -> b
 
 
 def _write_progress(
-    session: Session,
-    job_id: str,
-    worker_id: str,
-    rows: Sequence[EpochRow],
-    device: str | None = None,
+    session: Session, job_id: str, worker_id: str, rows: Sequence[EpochRow]
 ) -> bool:
     progress: dict[str, object] = {}
     if rows:
         last = rows[-1]
         progress = {"epoch": last.epoch, "train_loss": last.train_loss, "val_loss": last.val_loss}
-    if device is not None:
-        progress["device"] = device
     if not _touch(session, job_id, worker_id, **progress):
         return False
     if rows:

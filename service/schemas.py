@@ -21,6 +21,7 @@ Activation = Literal[
 Optimizer = Literal["adam", "adamw", "sgd"]
 Loss = Literal["mse", "mae", "huber", "cross_entropy"]
 Scaling = Literal["standard", "none"]
+DeviceRequirement = Literal["auto", "cpu", "cuda"]
 Label = StrictInt | str
 
 # Pagination offsets beyond this are refused (the database's integers are 64-bit).
@@ -106,6 +107,15 @@ class Preprocessing(StrictModel):
     targets: Scaling = Field(default="none", description="Regression only.")
 
 
+class Resources(StrictModel):
+    device: DeviceRequirement = Field(
+        default="auto",
+        description="auto: the worker trains it where its cost model says it is fastest "
+        "(small networks on the CPU, wide ones on a GPU); cpu or cuda: only a worker with that "
+        "device claims it, and it waits in the queue until one is alive.",
+    )
+
+
 class JobCreate(StrictModel):
     """A training job: data, a feed-forward network and training settings."""
 
@@ -117,6 +127,7 @@ class JobCreate(StrictModel):
     model: NetworkSpec = Field(default_factory=NetworkSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
     def _consistent_with_task(self) -> JobCreate:
@@ -172,6 +183,7 @@ class JobSpec(StrictModel):
     model: NetworkSpec
     training: TrainingSpec
     preprocessing: Preprocessing
+    resources: Resources = Field(default_factory=Resources)  # absent in jobs stored before it
 
 
 class JobOut(BaseModel):
@@ -255,6 +267,19 @@ class LossHistoryOut(BaseModel):
     train_loss: list[float]
     val_loss: list[float | None] | None
     seconds: list[float]
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    devices: list[str]
+    engine: str
+    started_at: datetime
+    last_seen_at: datetime
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut]
 
 
 class ErrorOut(BaseModel):

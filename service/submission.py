@@ -31,6 +31,7 @@ def build_job(request: JobCreate, settings: Settings) -> Job:
         model=request.model,
         training=request.training,
         preprocessing=request.preprocessing,
+        resources=request.resources,
     )
     n_outputs = len(dataset.classes) if dataset.classes is not None else int(dataset.y.shape[1])
     return Job(
@@ -44,6 +45,7 @@ def build_job(request: JobCreate, settings: Settings) -> Job:
         n_outputs=n_outputs,
         warnings=warnings,
         epochs=request.training.epochs,
+        required_device=request.resources.device,
         epoch=0,
         attempts=0,
         max_attempts=settings.max_attempts,

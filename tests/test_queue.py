@@ -20,10 +20,11 @@ from tests.claimer import claim_all
 TINY = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
 
 
-def add_jobs(db: Database, settings: Settings, n: int) -> list[str]:
+def add_jobs(db: Database, settings: Settings, n: int, device: str = "auto") -> list[str]:
     ids = []
     for _ in range(n):
-        job = build_job(JobCreate.model_validate(TINY), settings)
+        request = JobCreate.model_validate({**TINY, "resources": {"device": device}})
+        job = build_job(request, settings)
         with db.write() as session:
             queue.enqueue(session, job)
         ids.append(job.id)
@@ -71,6 +72,22 @@ def test_claim_takes_the_oldest_queued_job_once(db: Database, settings: Settings
     claimed = job(db, first)
     assert (claimed.status, claimed.lease_owner, claimed.attempts) == ("running", "w1", 1)
     assert claimed.started_at is not None and claimed.lease_expires_at is not None
+
+
+def test_a_job_that_requires_a_device_is_claimed_only_by_a_worker_that_has_it(
+    db: Database, settings: Settings
+) -> None:
+    (on_gpu,) = add_jobs(db, settings, 1, device="cuda")
+    (on_cpu,) = add_jobs(db, settings, 1, device="cpu")
+    (anywhere,) = add_jobs(db, settings, 1)
+    assert queue.has_queued(db, ["cpu"])
+    assert queue.claim(db, "cpu-worker", 30, ["cpu"]) == on_cpu
+    assert queue.claim(db, "cpu-worker", 30, ["cpu"]) == anywhere
+    assert not queue.has_queued(db, ["cpu"])
+    assert queue.claim(db, "cpu-worker", 30, ["cpu"]) is None
+    assert job(db, on_gpu).status == "queued"
+    assert queue.has_queued(db, ["cpu", "cuda"])
+    assert queue.claim(db, "gpu-worker", 30, ["cpu", "cuda"]) == on_gpu
 
 
 def test_concurrent_workers_never_claim_the_same_job(db: Database, settings: Settings) -> None:
@@ -151,11 +168,11 @@ def test_succeeding_stores_model_and_loss_rows_together(db: Database, settings: 
         assert session.get(Model, job_id) is not None
 
 
-def test_reset_progress_drops_rows_of_an_earlier_attempt(db: Database, settings: Settings) -> None:
+def test_start_attempt_drops_rows_of_an_earlier_attempt(db: Database, settings: Settings) -> None:
     (job_id,) = add_jobs(db, settings, 1)
     queue.claim(db, "w1", 30)
     queue.record_progress(db, job_id, "w1", [EpochRow(e, 1.0 / e, None, e) for e in (1, 2, 3)])
-    assert queue.reset_progress(db, job_id, "w1", keep_epochs=1)
+    assert queue.start_attempt(db, job_id, "w1", "cpu", keep_epochs=1)
     with db.read() as session:
         assert session.scalars(
             select(LossRecord.epoch).where(LossRecord.job_id == job_id)

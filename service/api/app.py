@@ -16,7 +16,7 @@ from service.api.error_handlers import install_error_handlers
 from service.api.micro_batch import MicroBatcher
 from service.api.openapi import install_openapi
 from service.api.predict_fast_path import PredictFastPath
-from service.api.routes import health, jobs, models
+from service.api.routes import health, jobs, models, workers
 from service.config import Settings
 from service.db import Database
 from service.inference import PredictorCache
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(workers.router)
     app.include_router(health.router)
     return app
 

@@ -82,12 +82,10 @@ class ProgressWriter:
         job_id: str,
         worker_id: str,
         interrupt: Interrupt,
-        device: str,
     ) -> None:
         self._db, self._job_id, self._worker_id = db, job_id, worker_id
         self._settings = settings
         self._interrupt = interrupt
-        self._device: str | None = device
         self.pending: list[EpochRow] = []
         self._last_flush = self._last_checkpoint = time.monotonic()
 
@@ -99,11 +97,8 @@ class ProgressWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not queue.record_progress(
-            self._db, self._job_id, self._worker_id, self.take(), device=self._device
-        ):
+        if not queue.record_progress(self._db, self._job_id, self._worker_id, self.take()):
             self._interrupt.set("lease_lost")
-        self._device = None
         self._last_flush = time.monotonic()
 
     def checkpoint_due(self, _epoch: int) -> bool:

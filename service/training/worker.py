@@ -1,7 +1,11 @@
-"""The queue consumer: claims a job, trains it, and persists the loss history and the model.
+"""The queue consumer: claims a job, places it, trains it, and persists the loss history and
+the model.
 
-One job at a time per process. While it trains, a heartbeat thread renews the lease and
-notices cancel requests; the training loop checks a single event between batches.
+One job at a time per process. A worker with a GPU also trains on its CPU, and places each job
+on the device its cost model says finishes it soonest (service/placement.py). While a job
+trains, a heartbeat thread renews the lease and notices cancel requests; the training loop
+checks a single event between batches. Another thread keeps the worker's row in the fleet
+registry fresh, so the API knows which devices are alive.
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from types import FrameType
 
 import torch
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from service import queue
+from service import fleet, queue
 from service.config import Settings
 from service.db import Database
 from service.models import Job, Model
+from service.placement import JobShape, place
 from service.schemas import JobSpec
 from service.store import (
     CorruptBlob,
@@ -30,10 +37,12 @@ from service.store import (
     encode_checkpoint,
     encode_weights,
 )
-from service.training.checkpoint import Checkpoint
+from service.training import numpy_engine
+from service.training.checkpoint import Checkpoint, UnusableCheckpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
 from service.training.lease import Interrupt, LeaseKeeper, ProgressWriter
 from service.training.network import NetworkConfig, build_network
+from service.training.profile import WorkerProfile, profile_worker
 from service.training.trainer import (
     TrainingConfig,
     TrainingDiverged,
@@ -47,10 +56,27 @@ log = logging.getLogger("service.worker")
 SMALL_JOB_FLOPS = 50_000_000
 
 
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+def worker_devices(setting: str) -> list[torch.device]:
+    """The devices a worker may train on, the CPU first. `auto` adds the GPU torch sees."""
+    if setting != "auto":
+        device = torch.device(setting)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        return [device]
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda", torch.cuda.current_device()))
+    return devices
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What the worker reads of a job before its data: enough to place it."""
+
+    spec: JobSpec
+    network: NetworkConfig
+    n_rows: int
+    n_train_rows: int
 
 
 class Worker:
@@ -58,7 +84,10 @@ class Worker:
         self.settings = settings
         self.db = db or Database(settings.database_url)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.device = pick_device(settings.device)
+        self.devices = worker_devices(settings.device)
+        self.device_kinds = sorted({d.type for d in self.devices})
+        # Measured by warm_up() when there is a choice of device to make.
+        self.profile: WorkerProfile | None = None
         self.stopping = threading.Event()
         self._current: Interrupt | None = None
         self._last_sweep = 0.0
@@ -70,28 +99,52 @@ class Worker:
             self._current.set("shutdown")
 
     def warm_up(self) -> None:
-        """Pay one-off costs (lazy imports, allocator set-up) before the first claim."""
-        x = torch.zeros(8, 2, device=self.device)
-        y = torch.zeros(8, 1, device=self.device)
+        """Pay one-off costs (lazy imports, allocator set-up, CUDA context) before the first
+        claim, and measure each device's step costs when jobs are to be placed."""
         architecture = NetworkConfig(2, (4,), 1, "tanh", None)
-        for engine in ("torch", "numpy"):
-            train(
-                build_network(architecture).to(self.device),
-                architecture,
-                TrainingTensors(x, y, None, None),
-                TrainingConfig(epochs=2, batch_size=4),
-                engine=engine if self.device.type == "cpu" else "torch",
-            )
+        for device in self.devices:
+            x = torch.zeros(8, 2, device=device)
+            y = torch.zeros(8, 1, device=device)
+            for engine in ("torch", "numpy") if device.type == "cpu" else ("torch",):
+                train(
+                    build_network(architecture).to(device),
+                    architecture,
+                    TrainingTensors(x, y, None, None),
+                    TrainingConfig(epochs=2, batch_size=4),
+                    engine=engine,
+                )
+        if len(self.devices) > 1:
+            gpu = next(d for d in self.devices if d.type == "cuda")
+            self.profile = profile_worker(gpu, self._cpu_threads())
+            for cost in (self.profile.cpu_numpy, self.profile.cpu_torch, self.profile.gpu):
+                if cost is not None:
+                    log.info(
+                        "device %s: %.3g ms a step of overhead, %.3g GFLOP/s",
+                        cost.device,
+                        cost.step_overhead_seconds * 1e3,
+                        cost.flops_per_second / 1e9,
+                    )
 
     def run_forever(self) -> None:
-        log.info("worker %s ready on %s", self.worker_id, self.device)
-        while not self.stopping.is_set():
+        devices = [str(d) for d in self.devices]
+        fleet.register(self.db, self.worker_id, socket.gethostname(), devices, self.settings.engine)
+        presence = Presence(self.db, self.settings, self.worker_id, devices, self.stopping)
+        presence.start()
+        log.info("worker %s ready on %s", self.worker_id, ", ".join(devices))
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if not self.run_once():
+                        self.stopping.wait(self.settings.poll_seconds)
+                except Exception:  # the database may be briefly unavailable: back off, go on
+                    log.exception("worker loop error; retrying")
+                    self.stopping.wait(1.0)
+        finally:
+            presence.join()
             try:
-                if not self.run_once():
-                    self.stopping.wait(self.settings.poll_seconds)
-            except Exception:  # the database may be briefly unavailable: back off, go on
-                log.exception("worker loop error; retrying")
-                self.stopping.wait(1.0)
+                fleet.unregister(self.db, self.worker_id)
+            except OperationalError:  # its row simply ages out of the registry
+                log.warning("could not remove worker %s from the registry", self.worker_id)
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
@@ -102,9 +155,11 @@ class Worker:
             recovered = queue.recover_expired(self.db)
             if recovered:
                 log.warning("recovered %d job(s) from expired leases", recovered)
-        if not queue.has_queued(self.db):
+        if not queue.has_queued(self.db, self.device_kinds):
             return False
-        job_id = queue.claim(self.db, self.worker_id, self.settings.lease_seconds)
+        job_id = queue.claim(
+            self.db, self.worker_id, self.settings.lease_seconds, self.device_kinds
+        )
         if job_id is None:
             return False
         self.run_job(job_id)
@@ -117,9 +172,7 @@ class Worker:
             interrupt.set("shutdown")
         keeper = LeaseKeeper(self.db, self.settings, job_id, self.worker_id, interrupt)
         keeper.start()
-        progress = ProgressWriter(
-            self.db, self.settings, job_id, self.worker_id, interrupt, str(self.device)
-        )
+        progress = ProgressWriter(self.db, self.settings, job_id, self.worker_id, interrupt)
         try:
             self._train_and_store(job_id, interrupt, progress)
         except TrainingDiverged as exc:
@@ -139,20 +192,35 @@ class Worker:
             self._current = None
 
     def _train_and_store(self, job_id: str, interrupt: Interrupt, progress: ProgressWriter) -> None:
-        with self.db.read() as session:
-            job = session.get(Job, job_id)
-            assert job is not None, "a claimed job exists"
-            spec = JobSpec.model_validate(job.spec)
-            dataset = decode_dataset(job.data)
-            n_outputs = job.n_outputs
-        resume = self._checkpoint_of(job_id)
+        job = self._read_claimed(job_id)
+        device = self._place(job)
+        resume, warning = self._checkpoint_of(job_id, job)
         if resume is not None:
-            log.info("job %s: resuming from its checkpoint after epoch %d", job_id, resume.epoch)
-        # Loss rows past the checkpoint (or all, without one) belong to a lost attempt.
-        if not queue.reset_progress(
-            self.db, job_id, self.worker_id, keep_epochs=resume.epoch if resume else 0
+            log.info(
+                "job %s: resuming from its checkpoint after epoch %d (written by the %s engine "
+                "on %s), on %s",
+                job_id,
+                resume.epoch,
+                resume.engine,
+                resume.device,
+                device,
+            )
+        # The first write after the claim: where the job runs, and loss rows past the checkpoint
+        # (or all, without one) dropped, since they belong to a lost attempt.
+        if not queue.start_attempt(
+            self.db,
+            job_id,
+            self.worker_id,
+            str(device),
+            keep_epochs=resume.epoch if resume else 0,
+            warning=warning,
         ):
             return
+        with self.db.read() as session:
+            dataset = decode_dataset(
+                session.scalars(select(Job.data).where(Job.id == job_id)).one()
+            )
+        spec = job.spec
         prepared = prepare(
             dataset.x,
             dataset.y,
@@ -161,32 +229,65 @@ class Worker:
             scale_targets=spec.preprocessing.targets == "standard",
             validation_fraction=spec.training.validation_fraction,
             seed=spec.training.seed,
-            device=self.device,
+            device=device,
         )
-        config = NetworkConfig(
-            n_inputs=dataset.x.shape[1],
-            hidden_layers=tuple(spec.model.hidden_layers),
-            n_outputs=n_outputs,
-            activation=spec.model.activation,
-            output_activation=spec.model.output_activation,
-        )
-        torch.set_num_threads(self._threads_for(config, len(dataset.x)))
-        torch.manual_seed(spec.training.seed)  # the network's initial weights
-        network = build_network(config).to(self.device)
+        config = job.network
+        torch.set_num_threads(self._threads_for(config, job.n_rows, device))
+        torch.manual_seed(spec.training.seed)  # the network's initial weights, built on the CPU
+        network = build_network(config).to(device)
         result = train(
             network,
             config,
             prepared.tensors,
-            # The split already happened in prepare(); every other setting is the trainer's.
-            TrainingConfig(**spec.training.model_dump(exclude={"validation_fraction"})),
+            training_config(spec),
             on_epoch=progress,
             should_stop=interrupt.stop.is_set,
             should_pause=interrupt.pause.is_set,
             checkpoint_due=progress.checkpoint_due,
             on_checkpoint=progress.save_checkpoint,
             resume=resume,
+            engine=self.settings.engine,
         )
-        self._persist(job_id, interrupt, progress, result, config, prepared, dataset.classes)
+        self._persist(
+            job_id, interrupt, progress, result, config, prepared, dataset.classes, device
+        )
+
+    def _read_claimed(self, job_id: str) -> ClaimedJob:
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            assert job is not None, "a claimed job exists"
+            spec = JobSpec.model_validate(job.spec)
+            network = NetworkConfig(
+                n_inputs=job.n_features,
+                hidden_layers=tuple(spec.model.hidden_layers),
+                n_outputs=job.n_outputs,
+                activation=spec.model.activation,
+                output_activation=spec.model.output_activation,
+            )
+            n_val = round(job.n_rows * spec.training.validation_fraction)
+            return ClaimedJob(spec, network, job.n_rows, job.n_rows - n_val)
+
+    def _place(self, job: ClaimedJob) -> torch.device:
+        """The device this job trains on: the only one, or the one the cost model picks."""
+        required = job.spec.resources.device
+        if self.profile is None:
+            return self.devices[0]
+        cpu = torch.device("cpu")
+        cpu_engine = (
+            "numpy"
+            if self.settings.engine != "torch"
+            and numpy_engine.can_train(job.network, cpu)
+            and (self.settings.engine == "numpy" or numpy_engine.supports(job.network, cpu))
+            else "torch"
+        )
+        shape = JobShape(
+            n_parameters=job.network.n_parameters,
+            batch_size=job.spec.training.batch_size,
+            n_train_rows=job.n_train_rows,
+            epochs=job.spec.training.epochs,
+        )
+        chosen = place(shape, self.profile.costs(cpu_engine), required)
+        return next(d for d in self.devices if str(d) == chosen)
 
     def _persist(
         self,
@@ -197,6 +298,7 @@ class Worker:
         config: NetworkConfig,
         prepared: PreparedData,
         classes: list[object] | None,
+        device: torch.device,
     ) -> None:
         rows = progress.take()
         if interrupt.reason == "lease_lost":
@@ -228,7 +330,8 @@ class Worker:
             "epochs_trained": last.epoch,
             "stop_reason": result.stop_reason,
             "training_seconds": last.seconds,
-            "device": str(self.device),
+            "device": str(device),
+            "engine": result.engine,
             "n_parameters": config.n_parameters,
         }
         model = Model(
@@ -249,23 +352,70 @@ class Worker:
         else:
             log.warning("job %s: lease lost before the model was stored", job_id)
 
-    def _checkpoint_of(self, job_id: str) -> Checkpoint | None:
+    def _checkpoint_of(self, job_id: str, job: ClaimedJob) -> tuple[Checkpoint | None, str | None]:
+        """The checkpoint to resume from, or (None, why) when there is one that cannot be used:
+        the job then starts over rather than fail."""
         stored = queue.load_checkpoint(self.db, job_id)
         if stored is None:
-            return None
+            return None, None
         try:
-            return Checkpoint.from_tensors(*decode_checkpoint(stored[1]))
-        except (CorruptBlob, KeyError, ValueError) as exc:
+            checkpoint = Checkpoint.from_tensors(*decode_checkpoint(stored[1]))
+            checkpoint.check_fits(job.network, job.spec.training.optimizer)
+        except (CorruptBlob, UnusableCheckpoint) as exc:
             log.warning("job %s: unusable checkpoint (%s); starting over", job_id, exc)
-            return None
+            return None, (
+                f"the checkpoint after epoch {stored[0]} could not be used ({exc}); "
+                "training restarted from epoch 1"
+            )
+        return checkpoint, None
 
-    def _threads_for(self, config: NetworkConfig, n_rows: int) -> int:
+    def _cpu_threads(self) -> int:
+        """CPU threads for a large job: the machine's cores shared among `serve`'s workers."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.settings.workers))
+
+    def _threads_for(self, config: NetworkConfig, n_rows: int, device: torch.device) -> int:
         if self.settings.torch_threads is not None:
             return self.settings.torch_threads
         flops_per_epoch = 6 * config.n_parameters * n_rows  # forward + backward
-        if flops_per_epoch < SMALL_JOB_FLOPS or self.device.type != "cpu":
+        if flops_per_epoch < SMALL_JOB_FLOPS or device.type != "cpu":
             return 1
-        return max(1, (os.cpu_count() or 1) // max(1, self.settings.workers))
+        return self._cpu_threads()
+
+
+def training_config(spec: JobSpec) -> TrainingConfig:
+    # The split already happened in prepare(); every other setting is the trainer's.
+    return TrainingConfig(**spec.training.model_dump(exclude={"validation_fraction"}))
+
+
+class Presence(threading.Thread):
+    """Renews the worker's row in the fleet registry every heartbeat until the worker stops."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        worker_id: str,
+        devices: list[str],
+        stopping: threading.Event,
+    ) -> None:
+        super().__init__(name="presence", daemon=True)
+        self._db, self._settings = db, settings
+        self._worker_id, self._devices = worker_id, devices
+        self._stopping = stopping
+
+    def run(self) -> None:
+        while not self._stopping.wait(self._settings.heartbeat_seconds):
+            try:
+                if not fleet.renew(self._db, self._worker_id):
+                    fleet.register(
+                        self._db,
+                        self._worker_id,
+                        socket.gethostname(),
+                        self._devices,
+                        self._settings.engine,
+                    )
+            except Exception:  # a missed renewal is survivable: liveness spans several
+                log.exception("could not renew worker %s in the registry", self._worker_id)
 
 
 def run_worker(settings: Settings) -> None:

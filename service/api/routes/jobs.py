@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sqlalchemy import func, select
 
-from service import queue
+from service import fleet, queue
 from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404, require_json
+from service.config import Settings
+from service.db import Database
 from service.errors import InvalidInput
-from service.models import Job
+from service.models import Job, JobStatus
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut
 from service.submission import build_job
 
@@ -27,9 +30,29 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: Job, alive: set[str] | None = None) -> JobOut:
+    """The job as clients see it. With `alive` (the device kinds live workers have), a queued
+    job that requires a device none of them has says so in its warnings."""
     # Field names match the table's columns; the stored spec validates into JobSpec.
-    return JobOut.model_validate(job, from_attributes=True)
+    out = JobOut.model_validate(job, from_attributes=True)
+    if alive is not None and _waits_for_device(job) and job.required_device not in alive:
+        out.warnings = [
+            *out.warnings,
+            f"waiting for a worker with {job.required_device}: none is alive; "
+            "the job stays queued until one starts",
+        ]
+    return out
+
+
+def _waits_for_device(job: Job) -> bool:
+    return job.status == JobStatus.QUEUED and job.required_device != "auto"
+
+
+def live_kinds_if_needed(db: Database, settings: Settings, jobs: Sequence[Job]) -> set[str] | None:
+    """Ask the fleet registry only when some job waits for a particular device."""
+    if not any(_waits_for_device(job) for job in jobs):
+        return None
+    return fleet.live_device_kinds(db, settings.lease_seconds)
 
 
 @router.post(
@@ -70,7 +93,7 @@ def submit_job(
             )
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/jobs/{stored.id}"
-    return job_out(stored)
+    return job_out(stored, live_kinds_if_needed(db, settings, [stored]))
 
 
 def request_digest(request: JobCreate) -> str:
@@ -82,6 +105,7 @@ def request_digest(request: JobCreate) -> str:
 @router.get("")
 def list_jobs(
     db: DatabaseDep,
+    settings: SettingsDep,
     principal: PrincipalDep,
     status: StatusFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -100,13 +124,15 @@ def list_jobs(
             .limit(limit)
             .offset(offset)
         ).all()
-        return JobList(jobs=[job_out(j) for j in jobs], total=total, limit=limit, offset=offset)
+    alive = live_kinds_if_needed(db, settings, jobs)
+    return JobList(jobs=[job_out(j, alive) for j in jobs], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", responses=NOT_FOUND)
-def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> JobOut:
+def get_job(job_id: str, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep) -> JobOut:
     with db.read() as session:
-        return job_out(job_or_404(session, job_id, principal))
+        job = job_or_404(session, job_id, principal)
+    return job_out(job, live_kinds_if_needed(db, settings, [job]))
 
 
 @router.post(

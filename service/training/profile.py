@@ -1,0 +1,88 @@
+"""Measure what a training step costs on each of a worker's devices, for placement.
+
+Two networks per device and engine: a tiny one, whose step is all overhead (Python, dispatch,
+kernel launches), and a wide one, whose step is mostly arithmetic. The tiny step's time is the
+overhead; the wide step's extra time gives the arithmetic rate. A few hundred tiny steps and a
+handful of wide ones per device: well under a second on a GPU machine, run once at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from service.placement import DeviceCost, JobShape
+from service.training.engine import TrainingConfig
+from service.training.network import NetworkConfig, build_network
+from service.training.trainer import EngineChoice, make_engine
+
+TINY = NetworkConfig(2, (8,), 1, "tanh", None)
+TINY_BATCH, TINY_STEPS = 16, 200
+# Wide enough that arithmetic dominates a step, small enough to time in a few tens of ms.
+WIDE_CPU = NetworkConfig(32, (256, 256), 1, "tanh", None)
+WIDE_CPU_BATCH, WIDE_CPU_STEPS = 512, 4
+WIDE_GPU = NetworkConfig(32, (1024, 1024), 1, "tanh", None)
+WIDE_GPU_BATCH, WIDE_GPU_STEPS = 8192, 20
+
+
+@dataclass(frozen=True)
+class WorkerProfile:
+    """The measured cost of a step on each device a worker has; the CPU has one per engine."""
+
+    cpu_numpy: DeviceCost
+    cpu_torch: DeviceCost
+    gpu: DeviceCost | None
+
+    def costs(self, cpu_engine: str) -> list[DeviceCost]:
+        """Costs to place by, the CPU first: `cpu_engine` is the engine that would train the
+        job on the CPU ("numpy" or "torch")."""
+        cpu = self.cpu_numpy if cpu_engine == "numpy" else self.cpu_torch
+        return [cpu] if self.gpu is None else [cpu, self.gpu]
+
+
+def seconds_per_step(
+    network: NetworkConfig, device: torch.device, engine: EngineChoice, batch: int, steps: int
+) -> float:
+    """The median-ish time of one training step: an untimed warm-up epoch, then a timed one."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch * steps, network.n_inputs, generator=generator).to(device)
+    y = torch.randn(batch * steps, network.n_outputs, generator=generator).to(device)
+    module = build_network(network).to(device)
+    trainer = make_engine(module, network, TrainingConfig(batch_size=batch), device, engine)
+    trainer.train_epoch(x[: batch * 2], y[: batch * 2], batch, None)  # allocators, kernels
+    started = time.perf_counter()
+    trainer.train_epoch(x, y, batch, None)  # ends in a host sync: every step has run
+    return (time.perf_counter() - started) / steps
+
+
+def measure(
+    device: torch.device,
+    engine: EngineChoice,
+    wide: NetworkConfig,
+    wide_batch: int,
+    wide_steps: int,
+) -> DeviceCost:
+    overhead = seconds_per_step(TINY, device, engine, TINY_BATCH, TINY_STEPS)
+    wide_step = seconds_per_step(wide, device, engine, wide_batch, wide_steps)
+    flops = JobShape(wide.n_parameters, wide_batch, wide_batch, 1).flops_per_step
+    # Guard against a wide step timed no slower than a tiny one (noise): a high but finite rate.
+    arithmetic = max(wide_step - overhead, 0.05 * wide_step)
+    return DeviceCost(str(device), overhead, flops / arithmetic)
+
+
+def profile_worker(gpu: torch.device | None, cpu_threads: int) -> WorkerProfile:
+    """Measure the CPU (both engines, with `cpu_threads` threads as large jobs get) and the GPU."""
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads)
+    try:
+        cpu_numpy = measure(cpu, "numpy", WIDE_CPU, WIDE_CPU_BATCH, WIDE_CPU_STEPS)
+        cpu_torch = measure(cpu, "torch", WIDE_CPU, WIDE_CPU_BATCH, WIDE_CPU_STEPS)
+    finally:
+        torch.set_num_threads(threads)
+    gpu_cost = None
+    if gpu is not None:
+        gpu_cost = measure(gpu, "torch", WIDE_GPU, WIDE_GPU_BATCH, WIDE_GPU_STEPS)
+    return WorkerProfile(cpu_numpy=cpu_numpy, cpu_torch=cpu_torch, gpu=gpu_cost)
