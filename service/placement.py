@@ -48,11 +48,19 @@ class DeviceCost:
     device: str  # "cpu", "cuda:0"
     step_overhead_seconds: float  # a step of a network too small to have arithmetic to speak of
     flops_per_second: float  # the rate of a step's arithmetic once it dominates
+    # A GPU runs kernels while the CPU launches the next ones: a step costs the larger of the
+    # two. On the CPU one thread does both, one after the other: the sum.
+    asynchronous: bool = False
     job_overhead_seconds: float = 0.0  # once per job (moving the data onto the device)
 
+    def step_seconds(self, shape: JobShape) -> float:
+        arithmetic = shape.flops_per_step / self.flops_per_second
+        if self.asynchronous:
+            return max(self.step_overhead_seconds, arithmetic)
+        return self.step_overhead_seconds + arithmetic
+
     def estimate_seconds(self, shape: JobShape) -> float:
-        step = self.step_overhead_seconds + shape.flops_per_step / self.flops_per_second
-        return self.job_overhead_seconds + shape.steps * step
+        return self.job_overhead_seconds + shape.steps * self.step_seconds(shape)
 
 
 class NoSuitableDevice(Exception):
