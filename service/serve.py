@@ -37,20 +37,41 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def worker_env(settings: Settings, slot: int, visible_gpus: list[str]) -> dict[str, str]:
+    """The environment of worker number `slot`. With SERVICE_DEVICE=auto and several GPUs,
+    each worker sees one of them (round robin), so N workers spread over the GPUs and each
+    still places small jobs on the CPU."""
+    env = settings_env(settings)
+    if settings.device == "auto" and len(visible_gpus) > 1:
+        env["CUDA_VISIBLE_DEVICES"] = visible_gpus[slot % len(visible_gpus)]
+    return env
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand out, as CUDA_VISIBLE_DEVICES names them."""
+    import torch
+
+    count = torch.cuda.device_count()
+    named = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return named[:count] if named else [str(i) for i in range(count)]
+
+
 class WorkerPool:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._processes: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
+        self._gpus = visible_gpus() if settings.device == "auto" else []
 
     def start(self) -> None:
-        self._processes = [self._spawn() for _ in range(self._settings.workers)]
+        self._processes = [self._spawn(slot) for slot in range(self._settings.workers)]
         self._monitor.start()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "service", "worker"], env=settings_env(self._settings)
+            [sys.executable, "-m", "service", "worker"],
+            env=worker_env(self._settings, slot, self._gpus),
         )
 
     def _watch(self) -> None:
@@ -59,7 +80,7 @@ class WorkerPool:
                 code = process.poll()
                 if code is not None and not self._stopping.is_set():
                     log.warning("worker pid %d exited with %s; restarting it", process.pid, code)
-                    self._processes[i] = self._spawn()
+                    self._processes[i] = self._spawn(i)
 
     def stop(self) -> None:
         self._stopping.set()
