@@ -58,6 +58,18 @@ class TrainingDiverged(Exception):
         self.epoch = epoch
 
 
+def engine_for(architecture: NetworkConfig, device: torch.device, choice: EngineChoice) -> str:
+    """The engine that trains `architecture` on `device`: "numpy" or "torch".
+
+    `numpy` pins the numpy engine wherever it can train the network (the CPU, its
+    activations); `auto` takes it where it is also the faster one; otherwise autograd.
+    """
+    use_numpy = (choice == "numpy" and numpy_engine.can_train(architecture, device)) or (
+        choice == "auto" and numpy_engine.supports(architecture, device)
+    )
+    return "numpy" if use_numpy else "torch"
+
+
 def make_engine(
     network: nn.Module,
     architecture: NetworkConfig,
@@ -65,12 +77,7 @@ def make_engine(
     device: torch.device,
     choice: EngineChoice = "auto",
 ) -> Engine:
-    """`numpy` pins the numpy engine wherever it can train the network (the CPU, its
-    activations); `auto` takes it where it is also the faster one; otherwise autograd."""
-    use_numpy = (choice == "numpy" and numpy_engine.can_train(architecture, device)) or (
-        choice == "auto" and numpy_engine.supports(architecture, device)
-    )
-    if use_numpy:
+    if engine_for(architecture, device, choice) == "numpy":
         return NumpyEngine(architecture, network.state_dict(), config)
     return TorchEngine(network, config)
 

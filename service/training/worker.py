@@ -37,7 +37,6 @@ from service.store import (
     encode_checkpoint,
     encode_weights,
 )
-from service.training import numpy_engine
 from service.training.checkpoint import Checkpoint, UnusableCheckpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
 from service.training.lease import Interrupt, LeaseKeeper, ProgressWriter
@@ -47,6 +46,7 @@ from service.training.trainer import (
     TrainingConfig,
     TrainingDiverged,
     TrainingResult,
+    engine_for,
     train,
 )
 
@@ -140,6 +140,7 @@ class Worker:
                     log.exception("worker loop error; retrying")
                     self.stopping.wait(1.0)
         finally:
+            self.stopping.set()  # also ends the presence thread if the loop ended otherwise
             presence.join()
             try:
                 fleet.unregister(self.db, self.worker_id)
@@ -272,14 +273,7 @@ class Worker:
         required = job.spec.resources.device
         if self.profile is None:
             return self.devices[0]
-        cpu = torch.device("cpu")
-        cpu_engine = (
-            "numpy"
-            if self.settings.engine != "torch"
-            and numpy_engine.can_train(job.network, cpu)
-            and (self.settings.engine == "numpy" or numpy_engine.supports(job.network, cpu))
-            else "torch"
-        )
+        cpu_engine = engine_for(job.network, torch.device("cpu"), self.settings.engine)
         shape = JobShape(
             n_parameters=job.network.n_parameters,
             batch_size=job.spec.training.batch_size,
