@@ -174,14 +174,21 @@ def finish_succeeded(
     model: Model,
     rows: Sequence[EpochRow],
     best_epoch: int | None,
-) -> bool:
-    """Store the model and mark the job succeeded, in one transaction guarded by the lease."""
+) -> str | None:
+    """Store the model and mark the job succeeded, in one transaction guarded by the lease.
+
+    A cancel accepted while the job ran wins: the job ends cancelled and no model is stored.
+    Returns the job's final status, or None when the lease was lost (nothing written).
+    """
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
-            return False
+            return None
+        if session.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
+            _finish(session, job_id, worker_id, JobStatus.CANCELLED)
+            return JobStatus.CANCELLED
         _finish(session, job_id, worker_id, JobStatus.SUCCEEDED, best_epoch=best_epoch)
         session.add(model)
-        return True
+        return JobStatus.SUCCEEDED
 
 
 @retry_transient
@@ -294,9 +301,18 @@ def recover_expired(db: Database) -> int:
 
 
 @retry_transient
+def is_cancel_requested(db: Database, job_id: str) -> bool:
+    """A cheap read, so a running job notices a cancel well before its next heartbeat."""
+    with db.read() as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+@retry_transient
 def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
     """Cancel a queued job at once; ask the worker of a running one to stop between batches.
 
+    Each change is conditional on the status it was decided on, so a cancel that races the
+    job's end either lands (the job ends cancelled, without a model) or answers 409.
     With `owner`, another owner's job is reported as not found.
     """
     with db.write() as session:
@@ -304,13 +320,22 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
         if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job with id {job_id}")
         if job.status == JobStatus.QUEUED:
-            job.status = JobStatus.CANCELLED
-            job.finished_at = utcnow()
-            job.cancel_requested = True
+            _changed(
+                session,
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                .values(status=JobStatus.CANCELLED, finished_at=utcnow(), cancel_requested=True),
+            )
             _drop_checkpoint(session, job_id)
         elif job.status == JobStatus.RUNNING:
-            job.cancel_requested = True
-        elif job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            _changed(
+                session,
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(cancel_requested=True),
+            )
+        session.refresh(job)
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             raise Conflict(f"job {job_id} already {job.status}; there is nothing to cancel")
         return job
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from service import fleet, queue
 from service.config import Settings
 from service.db import Database
-from service.models import Job, Model
+from service.models import Job, JobStatus, Model
 from service.placement import JobShape, place
 from service.schemas import JobSpec
 from service.store import (
@@ -339,10 +339,15 @@ class Worker:
             classes=classes,
             metrics=metrics,
         )
-        if queue.finish_succeeded(self.db, job_id, self.worker_id, model, rows, result.best_epoch):
+        outcome = queue.finish_succeeded(
+            self.db, job_id, self.worker_id, model, rows, result.best_epoch
+        )
+        if outcome == JobStatus.SUCCEEDED:
             log.info(
                 "job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss, last.seconds
             )
+        elif outcome == JobStatus.CANCELLED:
+            log.info("job %s cancelled as it finished; no model stored", job_id)
         else:
             log.warning("job %s: lease lost before the model was stored", job_id)
 
