@@ -80,11 +80,14 @@ def submit_job(
     ] = None,
 ) -> JobOut:
     """Queue a training job. It is answered at once; poll `Location` for progress."""
+    # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
+    # replay still matches after an operator changes them.
+    digest = request_digest(request) if idempotency_key is not None else None
     job = build_job(request, settings)
     job.owner = principal.owner
     if idempotency_key is not None:
         job.idempotency_key = idempotency_key
-        job.request_hash = request_digest(request)
+        job.request_hash = digest
     stored, created = queue.enqueue_once(db, job)
     if not created:
         if stored.request_hash != job.request_hash:
@@ -97,8 +100,10 @@ def submit_job(
 
 
 def request_digest(request: JobCreate) -> str:
-    """Same request, same digest, whatever the key order or number formatting of the body."""
-    canonical = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """The request as the client sent it (fields it left out stay out), whatever the key order
+    or number formatting of the body: same request, same digest."""
+    sent = request.model_dump(mode="json", exclude_unset=True)
+    canonical = orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
