@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from sqlalchemy import select
 
+from service import queue
 from service.db import Database
 from service.errors import InvalidInput, ModelNotReady, ModelUnusable, NotFound
 from service.models import Job, Model
@@ -145,14 +146,25 @@ def load_predictor(
     return build_predictor(model, weights, job.owner)
 
 
+# How often each API process reads the deletion log: a deleted model stops answering on
+# every replica within about this long (plus the read itself).
+DELETION_POLL_SECONDS = 0.25
+
+
 class PredictorCache:
-    """A bounded LRU of ready predictors. Safe because stored models never change."""
+    """A bounded LRU of ready predictors. Safe because stored models never change; only a
+    deletion ends one, and `refresh` (every DELETION_POLL_SECONDS) learns of those from the
+    database, whichever process deleted the model."""
 
     def __init__(self, db: Database, capacity: int) -> None:
         self._db = db
         self._capacity = capacity
         self._entries: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
+        # Models deleted while this process runs are never cached again, even by a load that
+        # read the model just before its deletion and finishes after this process heard of it.
+        self._deleted: set[str] = set()
+        self._last_deletion = 0
 
     def cached(self, model_id: str) -> Predictor | None:
         """The predictor if this process has it already: no I/O, safe on the event loop."""
@@ -169,12 +181,22 @@ class PredictorCache:
             return predictor
         predictor = load_predictor(self._db, model_id, can_see)
         with self._lock:
+            if model_id in self._deleted:
+                return predictor  # this request began before the deletion; later ones will not
             self._entries[model_id] = predictor
             self._entries.move_to_end(model_id)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return predictor
 
-    def evict(self, model_id: str) -> None:
+    def forget(self, model_id: str) -> None:
+        """The model was deleted: drop it, and never cache it again."""
         with self._lock:
             self._entries.pop(model_id, None)
+            self._deleted.add(model_id)
+
+    def refresh(self) -> None:
+        """Forget the models deleted through any process since the last refresh (blocking I/O)."""
+        for seq, model_id in queue.deletions_after(self._db, self._last_deletion):
+            self.forget(model_id)
+            self._last_deletion = seq

@@ -175,3 +175,17 @@ class WorkerRecord(Base):
     engine: Mapped[str] = mapped_column(String(10))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelDeletion(Base):
+    """A log of deleted models, so every API process drops its cached copy within a poll.
+
+    Each process remembers the last `seq` it has seen and reads only newer rows: one small
+    indexed query every few hundred milliseconds, not a database round trip per prediction.
+    """
+
+    __tablename__ = "model_deletions"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(36))
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

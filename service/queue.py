@@ -29,7 +29,15 @@ from sqlalchemy.orm import Session
 
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
-from service.models import CheckpointRecord, Job, JobStatus, LossRecord, Model, utcnow
+from service.models import (
+    CheckpointRecord,
+    Job,
+    JobStatus,
+    LossRecord,
+    Model,
+    ModelDeletion,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -338,6 +346,49 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             raise Conflict(f"job {job_id} already {job.status}; there is nothing to cancel")
         return job
+
+
+# Entries of the deletion log older than this are pruned: every API process reads the log
+# several times a second, so a day is far more than any process needs to catch up.
+DELETION_LOG_KEEP = timedelta(days=1)
+
+
+@retry_transient
+def delete_job(db: Database, job_id: str, owner: str | None = None) -> None:
+    """Delete a finished job with its model, loss history and checkpoint (ON DELETE CASCADE),
+    and log the deletion, so every API process drops the model from its cache.
+
+    With `owner`, another owner's job is reported as not found.
+    """
+    now = utcnow()
+    with db.write() as session:
+        job = session.get(Job, job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise NotFound(f"no job or model with id {job_id}")
+        if job.status not in JobStatus.TERMINAL:
+            raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting it")
+        session.execute(delete(Job).where(Job.id == job_id))
+        # The newest entry always stays: SQLite would otherwise reuse its sequence number, and
+        # a process that had read up to it would miss the next deletion.
+        newest = select(func.max(ModelDeletion.seq)).scalar_subquery()
+        session.execute(
+            delete(ModelDeletion).where(
+                ModelDeletion.deleted_at < now - DELETION_LOG_KEEP, ModelDeletion.seq < newest
+            )
+        )
+        session.add(ModelDeletion(model_id=job_id, deleted_at=now))
+
+
+@retry_transient
+def deletions_after(db: Database, seq: int) -> list[tuple[int, str]]:
+    """Models deleted after log entry `seq`, oldest first: (seq, model id)."""
+    with db.read() as session:
+        rows = session.execute(
+            select(ModelDeletion.seq, ModelDeletion.model_id)
+            .where(ModelDeletion.seq > seq)
+            .order_by(ModelDeletion.seq)
+        ).all()
+    return [(int(row.seq), str(row.model_id)) for row in rows]
 
 
 def _touch(session: Session, job_id: str, worker_id: str, **values: object) -> bool:

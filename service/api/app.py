@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
 from service import __version__
@@ -19,7 +23,9 @@ from service.api.predict_fast_path import PredictFastPath
 from service.api.routes import health, jobs, models, workers
 from service.config import Settings
 from service.db import Database
-from service.inference import PredictorCache
+from service.inference import DELETION_POLL_SECONDS, PredictorCache
+
+log = logging.getLogger("service.api")
 
 DESCRIPTION = """
 Submit a training job (data + a feed-forward network + training settings) and get an id at once.
@@ -35,7 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         app.state.db = db
-        app.state.predictors = PredictorCache(db, settings.model_cache_size)
+        predictors = PredictorCache(db, settings.model_cache_size)
+        app.state.predictors = predictors
+        watcher = asyncio.create_task(watch_deletions(predictors))
         # Everything imported so far lives as long as the process: keep it out of the
         # garbage collector's scans, which otherwise show up as latency spikes under load.
         gc.collect()
@@ -43,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             db.dispose()
 
     app = FastAPI(
@@ -62,6 +73,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workers.router)
     app.include_router(health.router)
     return app
+
+
+async def watch_deletions(predictors: PredictorCache) -> None:
+    """Drop models deleted through any API process from this one's cache, several times a
+    second: a deleted model stops answering everywhere, with no query per prediction."""
+    while True:
+        try:
+            await asyncio.to_thread(predictors.refresh)
+        except SQLAlchemyError as exc:  # the database is briefly away: try again next time
+            log.warning("could not read the model deletion log: %s", exc)
+        await asyncio.sleep(DELETION_POLL_SECONDS)
 
 
 def create_asgi_app(settings: Settings | None = None) -> ASGIApp:

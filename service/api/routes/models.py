@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from service import queue
 from service.api.deps import BatcherDep, DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
 from service.api.json_io import json_response, read_json, rows_of_numbers
 from service.api.predict_fast_path import INLINE_WORK, prediction_body
-from service.errors import Conflict, ModelNotReady, NotFound
+from service.errors import ModelNotReady, NotFound
 from service.inference import predict
-from service.models import Job, JobStatus, LossRecord, Model
+from service.models import Job, LossRecord, Model
 from service.schemas import (
     MAX_OFFSET,
     ErrorOut,
@@ -88,14 +89,11 @@ def get_model(model_id: str, db: DatabaseDep, principal: PrincipalDep) -> ModelO
 def delete_model(
     model_id: str, db: DatabaseDep, predictors: PredictorsDep, principal: PrincipalDep
 ) -> Response:
-    """Delete a model with its job and loss history. An active job must be cancelled first."""
-    with db.write() as session:
-        job = job_or_404(session, model_id, principal)
-        if job.status not in JobStatus.TERMINAL:
-            raise Conflict(f"job {model_id} is {job.status}; cancel it before deleting it")
-        # The model, loss rows and any checkpoint go with the job (ON DELETE CASCADE).
-        session.execute(delete(Job).where(Job.id == model_id))
-    predictors.evict(model_id)
+    """Delete a model with its job and loss history. An active job must be cancelled first.
+
+    Every API process stops serving it within DELETION_POLL_SECONDS; this one at once."""
+    queue.delete_job(db, model_id, owner=principal.owner_filter)
+    predictors.forget(model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
