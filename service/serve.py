@@ -24,7 +24,10 @@ from service.migrate import upgrade
 
 log = logging.getLogger("service.serve")
 
-STOP_GRACE_SECONDS = 10.0
+# How long a stopping worker may take to hand its job back before it is killed. Training
+# checks for the stop between batches, so this only has to outlast one batch and a checkpoint
+# write; docker-compose.yml's stop_grace_period is the same.
+STOP_GRACE_SECONDS = 30.0
 RESTART_BACKOFF_SECONDS = 1.0
 
 

@@ -27,7 +27,7 @@ class TrainingConfig:
     loss: str = "mse"
     early_stopping_patience: int | None = None
     seed: int = 0
-    max_runtime_seconds: float | None = None  # checked after each epoch
+    max_runtime_seconds: float | None = None  # checked between batches
 
 
 # torch.optim's defaults, which both engines use.
@@ -58,13 +58,24 @@ class EngineState:
     optimizer: dict[str, dict[str, torch.Tensor]]
 
 
+@dataclass(frozen=True)
+class EpochLoss:
+    """What an engine's pass over the rows did: the mean loss of the batches it ran, and
+    whether it ran them all (False when `should_stop` ended it early)."""
+
+    mean: float
+    batches: int
+    complete: bool
+
+
 class Engine(Protocol):
     name: str  # "numpy" or "torch": recorded with the model and in checkpoints
 
     def train_epoch(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, should_stop: StopCheck | None
-    ) -> float | None:
-        """One pass over rows already shuffled; the mean batch loss, or None if stopped."""
+    ) -> EpochLoss:
+        """One pass over rows already shuffled. `should_stop` is asked before every batch but
+        the first, so an epoch always trains at least one batch."""
         ...
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:

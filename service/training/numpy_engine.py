@@ -21,6 +21,7 @@ from service.training.engine import (
     ADAM_EPS,
     HUBER_DELTA,
     EngineState,
+    EpochLoss,
     StopCheck,
     TrainingConfig,
 )
@@ -201,14 +202,14 @@ class NumpyEngine:
 
     def train_epoch(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, should_stop: StopCheck | None
-    ) -> float | None:
+    ) -> EpochLoss:
         xs, ys = x.numpy(), y.numpy()
         total, n_batches = 0.0, 0
         # Divergence shows up as inf/NaN, which the loop reports; numpy need not warn about it.
         with np.errstate(all="ignore"):
             for start in range(0, xs.shape[0], batch_size):
-                if should_stop is not None and should_stop():
-                    return None
+                if n_batches and should_stop is not None and should_stop():
+                    return EpochLoss(total / n_batches, n_batches, complete=False)
                 xb, yb = xs[start : start + batch_size], ys[start : start + batch_size]
                 pre, post = self._forward(xb)
                 loss, grad_out = loss_and_gradient(self.config.loss, post[-1], yb)
@@ -216,7 +217,7 @@ class NumpyEngine:
                 self._optimize()
                 total += loss
                 n_batches += 1
-        return total / n_batches
+        return EpochLoss(total / n_batches, n_batches, complete=True)
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
         with np.errstate(all="ignore"):

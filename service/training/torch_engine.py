@@ -12,6 +12,7 @@ from service.training.engine import (
     ADAM_EPS,
     HUBER_DELTA,
     EngineState,
+    EpochLoss,
     StopCheck,
     TrainingConfig,
 )
@@ -46,14 +47,14 @@ class TorchEngine:
 
     def train_epoch(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, should_stop: StopCheck | None
-    ) -> float | None:
+    ) -> EpochLoss:
         self.network.train()
         # Accumulated on the device: no host sync per step.
         loss_sum = torch.zeros((), device=x.device)
         n_batches = 0
         for start in range(0, x.shape[0], batch_size):
-            if should_stop is not None and should_stop():
-                return None
+            if n_batches and should_stop is not None and should_stop():
+                return EpochLoss(loss_sum.item() / n_batches, n_batches, complete=False)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(
                 self.network(x[start : start + batch_size]), y[start : start + batch_size]
@@ -62,7 +63,7 @@ class TorchEngine:
             self.optimizer.step()
             loss_sum += loss.detach()
             n_batches += 1
-        return loss_sum.item() / n_batches
+        return EpochLoss(loss_sum.item() / n_batches, n_batches, complete=True)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:

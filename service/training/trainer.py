@@ -26,6 +26,10 @@ from service.training.torch_engine import TorchEngine
 StopReason = Literal["completed", "early_stopped", "max_runtime", "cancelled", "paused"]
 EngineChoice = Literal["auto", "torch", "numpy"]
 
+# A shutdown that arrives mid-epoch waits for the epoch to end when epochs take less than this
+# (well inside the stop grace of service/serve.py); longer epochs stop at the next batch.
+PAUSE_WAITS_FOR_EPOCHS_UNDER = 2.0
+
 __all__ = ["EpochResult", "TrainingConfig", "TrainingDiverged", "TrainingResult", "train"]
 
 
@@ -99,10 +103,12 @@ def train(
     """Train from `network`'s initial weights (or from `resume`); return the final weights.
 
     `should_stop` is checked between batches (cancel: the run ends where it is);
-    `should_pause` at epoch boundaries (shutdown: the result carries a checkpoint to resume
-    from). `checkpoint_due(epoch)` asks for a checkpoint after an epoch, delivered to
-    `on_checkpoint`. The network must already sit on the device of `data`. Given the same
-    initial weights, data, config and seed, a CPU run gives the same loss history bit for bit,
+    `should_pause` too (shutdown: at an epoch boundary the result carries a checkpoint to
+    resume from; mid-epoch none, and the run resumes from the last one stored), and so is
+    `config.max_runtime_seconds` (the partial epoch is recorded and its weights kept).
+    `checkpoint_due(epoch)` asks for a checkpoint after an epoch, delivered to `on_checkpoint`.
+    The network must already sit on the device of `data`. Given the same initial weights,
+    data, config and seed, a CPU run gives the same loss history bit for bit,
     also when it was checkpointed and resumed on the way; on another engine or device, the same
     history within float32 rounding (the batches are the same). A `resume` checkpoint that does
     not fit the network raises UnusableCheckpoint before any training.
@@ -118,6 +124,29 @@ def train(
     batch_size = min(config.batch_size, n_rows)
     result = TrainingResult(state={}, engine=trainer.name, best_epoch=run.best_epoch)
     started = time.perf_counter() - run.seconds_before
+
+    def over_runtime() -> bool:
+        limit = config.max_runtime_seconds
+        return limit is not None and time.perf_counter() - started >= limit
+
+    def interrupted() -> bool:
+        """Asked before each batch: long epochs must not outlast a cancel, a shutdown's grace
+        or the runtime limit. A shutdown lets a short epoch finish, so that it hands back a
+        checkpoint of exactly where it stopped."""
+        pausing = should_pause is not None and should_pause()
+        long_epochs = not result.history or epoch_seconds() >= PAUSE_WAITS_FOR_EPOCHS_UNDER
+        return (
+            (should_stop is not None and should_stop())
+            or (pausing and long_epochs)
+            or over_runtime()
+        )
+
+    def epoch_seconds() -> float:
+        """How long the last epoch took."""
+        history = result.history
+        return history[-1].seconds - (
+            history[-2].seconds if len(history) > 1 else run.seconds_before
+        )
 
     def checkpoint(epoch: int) -> Checkpoint:
         return Checkpoint(
@@ -140,13 +169,22 @@ def train(
             return result
         # One gather per epoch; the engine then slices batches as views.
         order = torch.from_numpy(epoch_order(config.seed, epoch, n_rows)).to(device)
-        train_loss = trainer.train_epoch(
-            data.x_train[order], data.y_train[order], batch_size, should_stop
+        epoch_loss = trainer.train_epoch(
+            data.x_train[order], data.y_train[order], batch_size, interrupted
         )
-        if train_loss is None:
-            result.stop_reason = "cancelled"
-            result.state = trainer.weights()
-            return result
+        train_loss = epoch_loss.mean
+        if not epoch_loss.complete:
+            # Between batches: a cancel ends the run where it is; a pause hands it back to
+            # resume from the last stored checkpoint (the state mid-epoch is not one); the
+            # runtime limit keeps what the partial epoch trained, and records it.
+            if should_stop is not None and should_stop():
+                result.stop_reason = "cancelled"
+                result.state = trainer.weights()
+                return result
+            if should_pause is not None and should_pause():
+                result.stop_reason = "paused"
+                result.state = trainer.weights()
+                return result
         if not math.isfinite(train_loss):
             raise TrainingDiverged(epoch, "training")
         val_loss = None
@@ -169,7 +207,7 @@ def train(
                 if run.epochs_since_best >= config.early_stopping_patience:
                     result.stop_reason = "early_stopped"
                     break
-        if config.max_runtime_seconds is not None and record.seconds >= config.max_runtime_seconds:
+        if not epoch_loss.complete or over_runtime():
             result.stop_reason = "max_runtime"
             break
         last_epoch = epoch == config.epochs  # the run ends here: nothing left to resume

@@ -310,11 +310,14 @@ class Worker:
                 else None
             )
             queue.release(self.db, job_id, self.worker_id, rows, checkpoint=stored)
-            log.info(
-                "job %s handed back to the queue at epoch %s",
-                job_id,
-                checkpoint.epoch if checkpoint else 0,
-            )
+            if checkpoint is not None:
+                log.info("job %s handed back to the queue at epoch %d", job_id, checkpoint.epoch)
+            else:  # paused mid-epoch, or before the first epoch ended
+                log.info(
+                    "job %s handed back to the queue mid-epoch; it resumes from its last "
+                    "stored checkpoint",
+                    job_id,
+                )
             return
         last = result.history[-1]
         metrics = {

@@ -18,7 +18,7 @@ from service.training.checkpoint import (
     parameter_shapes,
 )
 from service.training.data import TrainingTensors, epoch_order
-from service.training.engine import Engine, StopCheck, TrainingConfig
+from service.training.engine import Engine, EpochLoss, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import EngineChoice, EpochResult, TrainingResult, train
 from tests.support import cpu_tensors, sinc_data
@@ -90,7 +90,7 @@ def test_both_engines_train_on_the_same_batches(monkeypatch: pytest.MonkeyPatch)
 
         def train_epoch(
             self, x: torch.Tensor, y: torch.Tensor, batch_size: int, stop: StopCheck | None
-        ) -> float | None:
+        ) -> EpochLoss:
             seen[self.name].append(torch.cat([x, y], dim=1).clone())
             return self.inner.train_epoch(x, y, batch_size, stop)
 

@@ -1,0 +1,112 @@
+"""Long epochs cannot overrun: cancel, shutdown and the runtime limit act between batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.training import trainer as trainer_module
+from service.training.data import TrainingTensors
+from service.training.engine import Engine, EpochLoss, StopCheck, TrainingConfig
+from service.training.network import NetworkConfig, build_network
+from service.training.trainer import TrainingResult, train
+from tests.support import cpu_tensors
+
+ARCHITECTURE = NetworkConfig(2, (8,), 1, "tanh", None)
+
+
+def rows(n: int) -> TrainingTensors:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, size=(n, 2))
+    return cpu_tensors(x, np.tanh(x[:, :1] * x[:, 1:]))
+
+
+@pytest.fixture
+def epochs_run(monkeypatch: pytest.MonkeyPatch) -> list[EpochLoss]:
+    """What each pass of the engine reported: how many batches it ran, and whether all."""
+    seen: list[EpochLoss] = []
+    real_make_engine = trainer_module.make_engine
+
+    class Reporting:
+        def __init__(self, inner: Engine) -> None:
+            self.inner = inner
+            self.name = inner.name
+
+        def train_epoch(
+            self, x: torch.Tensor, y: torch.Tensor, batch_size: int, stop: StopCheck | None
+        ) -> EpochLoss:
+            loss = self.inner.train_epoch(x, y, batch_size, stop)
+            seen.append(loss)
+            return loss
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(self.inner, attribute)
+
+    monkeypatch.setattr(
+        trainer_module, "make_engine", lambda *a, **k: Reporting(real_make_engine(*a, **k))
+    )
+    return seen
+
+
+def run(data: TrainingTensors, config: TrainingConfig, **kwargs: Any) -> TrainingResult:
+    torch.manual_seed(0)
+    return train(build_network(ARCHITECTURE), ARCHITECTURE, data, config, **kwargs)
+
+
+def test_the_runtime_limit_stops_inside_a_long_epoch_and_keeps_what_it_trained(
+    epochs_run: list[EpochLoss],
+) -> None:
+    data = rows(20_000)  # 20,000 batches of one row: far longer than the limit
+    result = run(data, TrainingConfig(epochs=3, batch_size=1, max_runtime_seconds=0.05))
+    assert result.stop_reason == "max_runtime"
+    (partial,) = epochs_run
+    assert not partial.complete and 0 < partial.batches < 20_000
+    assert [e.epoch for e in result.history] == [1]  # the partial epoch is recorded
+    assert result.history[0].train_loss == partial.mean
+    assert result.state  # the model trained so far is kept
+
+
+def test_a_shutdown_stops_a_long_epoch_at_its_next_batch_with_nothing_to_checkpoint(
+    epochs_run: list[EpochLoss],
+) -> None:
+    asked = 0
+
+    def shutdown_after_a_few_batches() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 5
+
+    result = run(
+        rows(20_000),
+        TrainingConfig(epochs=3, batch_size=1),
+        should_pause=shutdown_after_a_few_batches,
+    )
+    assert result.stop_reason == "paused"
+    assert result.checkpoint is None  # the next attempt resumes from the last stored one
+    assert result.history == []
+    (partial,) = epochs_run
+    assert not partial.complete and partial.batches < 10
+
+
+def test_a_shutdown_lets_a_short_epoch_finish_and_checkpoints_exactly_there(
+    epochs_run: list[EpochLoss],
+) -> None:
+    asked = 0
+
+    def shutdown_in_the_second_epoch() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 1 + 10 + 1 + 3  # epoch 1's top and batches, epoch 2's top, 3 batches
+
+    result = run(
+        rows(320),  # 10 batches of 32: milliseconds an epoch
+        TrainingConfig(epochs=5, batch_size=32),
+        should_pause=shutdown_in_the_second_epoch,
+    )
+    assert result.stop_reason == "paused"
+    assert [e.epoch for e in result.history] == [1, 2]
+    assert all(loss.complete for loss in epochs_run) and len(epochs_run) == 2
+    assert result.checkpoint is not None and result.checkpoint.epoch == 2
