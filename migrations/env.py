@@ -21,6 +21,14 @@ def run_migrations() -> None:
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table by dropping the old copy. With foreign keys on,
+                # that drop would cascade to every row that references it (models, loss
+                # history): the pragma must be off, and it only changes outside a transaction.
+                connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA foreign_keys=OFF"
+                )
             context.configure(
                 connection=connection,
                 target_metadata=Base.metadata,
@@ -30,6 +38,10 @@ def run_migrations() -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:  # rolls the migration back
+                        raise RuntimeError(f"migration left dangling references: {broken[:5]}")
     finally:
         engine.dispose()
 

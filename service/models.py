@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     Float,
@@ -48,14 +50,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class JobStatus:
+class JobStatus(StrEnum):
+    """A job's state: the one list of names, which the API's schema and the database's CHECK
+    constraint both derive from."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    ALL = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-    TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+# States a job never leaves.
+TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in JobStatus))
 
 
 class Job(Base):
@@ -111,6 +119,7 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_owner_created", "owner", "created_at"),
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+        CheckConstraint(STATUS_CHECK, name="ck_jobs_status"),
     )
 
 

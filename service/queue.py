@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
 from service.models import (
+    TERMINAL_STATUSES,
     CheckpointRecord,
     Job,
     JobStatus,
@@ -303,7 +304,7 @@ def recover_expired(db: Database) -> int:
             session, update(Job).where(*expired).values(status=JobStatus.QUEUED, **cleared)
         )
         # Jobs that just ended have nothing left to resume (requeued ones keep theirs).
-        ended = select(Job.id).where(Job.status.in_(JobStatus.TERMINAL))
+        ended = select(Job.id).where(Job.status.in_(TERMINAL_STATUSES))
         session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id.in_(ended)))
     return int(cancelled + failed + requeued)
 
@@ -365,7 +366,7 @@ def delete_job(db: Database, job_id: str, owner: str | None = None) -> None:
         job = session.get(Job, job_id)
         if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job or model with id {job_id}")
-        if job.status not in JobStatus.TERMINAL:
+        if job.status not in TERMINAL_STATUSES:
             raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting it")
         session.execute(delete(Job).where(Job.id == job_id))
         # The newest entry always stays: SQLite would otherwise reuse its sequence number, and

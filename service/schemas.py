@@ -14,6 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from service.models import JobStatus
+
 Task = Literal["regression", "classification"]
 Activation = Literal[
     "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "softplus", "identity"
@@ -190,7 +192,7 @@ class JobOut(BaseModel):
     id: str
     name: str | None
     task: Task
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     epoch: int
     epochs: int
     train_loss: float | None

@@ -21,10 +21,7 @@ from service.submission import build_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-StatusFilter = Annotated[
-    str | None,
-    Query(pattern="^(queued|running|succeeded|failed|cancelled)$", description="Only this status."),
-]
+StatusFilter = Annotated[JobStatus | None, Query(description="Only this status.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No job with this id"}
 }
