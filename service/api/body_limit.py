@@ -3,14 +3,52 @@
 A declared Content-Length over the limit is answered 413 at once. A body without one (chunked)
 is counted as it streams in; the read that crosses the limit raises 413, so at most one chunk
 past the limit is ever held.
+
+A client that asked to close the connection after this request (`Connection: close`, as
+Python's urllib always does, or HTTP/1.0) would otherwise see the server close while it still
+sends: the unread body turns the close into a TCP reset, and the client gets
+ConnectionResetError instead of the 413. For those, the rest of the body is read and thrown
+away first, as nginx's lingering close does, up to DRAIN_MAX_BYTES and DRAIN_SECONDS.
+Keep-alive connections need none of this: the server discards the rest of the body itself.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.error_handlers import error_response
+
+# Drained at most, before a refused request's connection closes: beyond this, a reset.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 5.0
+
+
+def closes_after(scope: Scope) -> bool:
+    """Whether the connection ends with this request (so unread body bytes would reset it)."""
+    connection = dict(scope["headers"]).get(b"connection", b"").lower()
+    return b"close" in connection or scope.get("http_version") == "1.0"
+
+
+async def drain(receive: Receive, already: int = 0) -> None:
+    """Read and discard the rest of a body we refuse, within the drain bounds."""
+    received = already
+    deadline = time.monotonic() + DRAIN_SECONDS
+    with contextlib.suppress(TimeoutError):
+        while received <= DRAIN_MAX_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            message = await asyncio.wait_for(receive(), timeout=remaining)
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 class BodySizeLimit:
@@ -27,6 +65,8 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if closes_after(scope):
+                await drain(receive)
             response = error_response(413, "payload_too_large", self._too_large())
             await response(scope, receive, send)
             return
@@ -38,6 +78,8 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False) and closes_after(scope):
+                        await drain(receive, received)
                     # FastAPI re-raises HTTPException from body reading; the handler shapes it.
                     raise HTTPException(413, self._too_large())
             return message
