@@ -165,7 +165,7 @@ def million_rows(rows: list[Row], profile: WorkerProfile) -> None:
         epoch_seconds(cuda, "torch", network, batch, 4 * batch)  # warm this shape's kernels
         cuda_s = epoch_seconds(cuda, "torch", network, batch, n_rows)
         shape = JobShape(network.n_parameters, batch, n_rows, 1)
-        engine = "numpy" if numpy_supports(network, CPU) else "torch"
+        engine = "numpy" if numpy_supports(network, CPU, TrainingConfig()) else "torch"
         chosen = place(shape, profile.costs(engine))
         widths = "->".join(map(str, [2, *network.hidden_layers, 1]))
         rows.append(

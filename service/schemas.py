@@ -15,13 +15,9 @@ from pydantic import (
 )
 
 from service.models import JobStatus
+from service.vocabulary import REGRESSION_LOSSES, Activation, Loss, Optimizer
 
 Task = Literal["regression", "classification"]
-Activation = Literal[
-    "tanh", "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu", "softplus", "identity"
-]
-Optimizer = Literal["adam", "adamw", "sgd"]
-Loss = Literal["mse", "mae", "huber", "cross_entropy"]
 Scaling = Literal["standard", "none"]
 DeviceRequirement = Literal["auto", "cpu", "cuda"]
 Label = StrictInt | str
@@ -29,7 +25,6 @@ Label = StrictInt | str
 # Pagination offsets beyond this are refused (the database's integers are 64-bit).
 MAX_OFFSET = 1_000_000_000
 
-REGRESSION_LOSSES: tuple[str, ...] = ("mse", "mae", "huber")
 
 EXAMPLE_JOB: dict[str, Any] = {
     "name": "tiny-demo",

@@ -13,18 +13,20 @@ from typing import Protocol
 
 import torch
 
+from service.vocabulary import Loss, Optimizer
+
 StopCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    optimizer: str = "adam"
+    optimizer: Optimizer = "adam"
     learning_rate: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 200
     epochs: int = 400
-    loss: str = "mse"
+    loss: Loss = "mse"
     early_stopping_patience: int | None = None
     seed: int = 0
     max_runtime_seconds: float | None = None  # checked between batches

@@ -9,7 +9,9 @@ from typing import Any
 
 import torch.nn as nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+from service.vocabulary import Activation, as_activation
+
+ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -27,8 +29,8 @@ class NetworkConfig:
     n_inputs: int
     hidden_layers: tuple[int, ...]
     n_outputs: int
-    activation: str
-    output_activation: str | None
+    activation: Activation
+    output_activation: Activation | None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "hidden_layers": list(self.hidden_layers)}
@@ -39,8 +41,12 @@ class NetworkConfig:
             n_inputs=int(data["n_inputs"]),
             hidden_layers=tuple(int(w) for w in data["hidden_layers"]),
             n_outputs=int(data["n_outputs"]),
-            activation=str(data["activation"]),
-            output_activation=data.get("output_activation"),
+            activation=as_activation(data["activation"]),
+            output_activation=(
+                None
+                if data.get("output_activation") is None
+                else as_activation(data["output_activation"])
+            ),
         )
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,43 +33,72 @@ from service.training.numpy_network import ACTIVATIONS, Array
 MAX_PARAMETERS = 200_000
 
 
-def can_train(network: NetworkConfig, device: torch.device) -> bool:
-    """Whether this engine can train `network` on `device` at all (the CPU, known activations)."""
+# What this engine implements; for anything else, the autograd engine trains the job.
+OPTIMIZERS: frozenset[str] = frozenset({"adam", "adamw", "sgd"})
+
+
+def can_train(network: NetworkConfig, device: torch.device, config: TrainingConfig) -> bool:
+    """Whether this engine can train `network` on `device` at all: on the CPU, with
+    activations, an optimizer and a loss it implements."""
     used = {network.activation, network.output_activation or "identity"}
-    return device.type == "cpu" and used <= ACTIVATIONS.keys()
+    return (
+        device.type == "cpu"
+        and used <= ACTIVATIONS.keys()
+        and config.optimizer in OPTIMIZERS
+        and config.loss in LOSSES
+    )
 
 
-def supports(network: NetworkConfig, device: torch.device) -> bool:
+def supports(network: NetworkConfig, device: torch.device, config: TrainingConfig) -> bool:
     """Whether this engine is the faster choice for `network` on `device`."""
-    return can_train(network, device) and network.n_parameters <= MAX_PARAMETERS
+    return can_train(network, device, config) and network.n_parameters <= MAX_PARAMETERS
+
+
+LossGradient = Callable[[Array, Array], tuple[float, Array]]
+
+
+def _cross_entropy(output: Array, target: Array) -> tuple[float, Array]:
+    shifted = output - output.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(len(target))
+    loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, target]))
+    grad = exp / total
+    grad[rows, target] -= 1.0
+    grad /= len(target)
+    return loss, grad
+
+
+def _mse(output: Array, target: Array) -> tuple[float, Array]:
+    diff = output - target
+    return float(np.mean(diff * diff)), diff * (2.0 / diff.size)
+
+
+def _mae(output: Array, target: Array) -> tuple[float, Array]:
+    diff = output - target
+    return float(np.mean(np.abs(diff))), np.sign(diff) * (1.0 / diff.size)
+
+
+def _huber(output: Array, target: Array) -> tuple[float, Array]:
+    diff = output - target
+    abs_diff = np.abs(diff)
+    per_row = np.where(
+        abs_diff < HUBER_DELTA, 0.5 * diff * diff, HUBER_DELTA * (abs_diff - 0.5 * HUBER_DELTA)
+    )
+    return float(np.mean(per_row)), np.clip(diff, -HUBER_DELTA, HUBER_DELTA) * (1.0 / diff.size)
+
+
+# The mean loss and its gradient with respect to the output, as torch's losses define them.
+LOSSES: dict[str, LossGradient] = {
+    "mse": _mse,
+    "mae": _mae,
+    "huber": _huber,
+    "cross_entropy": _cross_entropy,
+}
 
 
 def loss_and_gradient(name: str, output: Array, target: Array) -> tuple[float, Array]:
-    """The mean loss and its gradient with respect to the output, as torch's losses define them."""
-    if name == "cross_entropy":
-        shifted = output - output.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        total = exp.sum(axis=1, keepdims=True)
-        rows = np.arange(len(target))
-        loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, target]))
-        grad = exp / total
-        grad[rows, target] -= 1.0
-        grad /= len(target)
-        return loss, grad
-    diff = output - target
-    n = diff.size
-    if name == "mse":
-        return float(np.mean(diff * diff)), diff * (2.0 / n)
-    if name == "mae":
-        return float(np.mean(np.abs(diff))), np.sign(diff) * (1.0 / n)
-    if name == "huber":
-        abs_diff = np.abs(diff)
-        quadratic = abs_diff < HUBER_DELTA
-        per_row = np.where(
-            quadratic, 0.5 * diff * diff, HUBER_DELTA * (abs_diff - 0.5 * HUBER_DELTA)
-        )
-        return float(np.mean(per_row)), np.clip(diff, -HUBER_DELTA, HUBER_DELTA) * (1.0 / n)
-    raise ValueError(f"unknown loss {name!r}")
+    return LOSSES[name](output, target)
 
 
 @dataclass(frozen=True)
@@ -179,6 +209,8 @@ class NumpyEngine:
                 g = buf
             p -= c.learning_rate * g
             return
+        if c.optimizer not in ("adam", "adamw"):  # can_train() keeps this from happening
+            raise ValueError(f"the numpy engine has no optimizer {c.optimizer!r}")
         beta1, beta2 = ADAM_BETAS
         if c.optimizer == "adamw":
             p *= 1.0 - c.learning_rate * c.weight_decay

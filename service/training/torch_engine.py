@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -16,25 +16,34 @@ from service.training.engine import (
     StopCheck,
     TrainingConfig,
 )
+from service.vocabulary import Loss, Optimizer
 
-LOSSES: dict[str, Callable[[], nn.Module]] = {
+LOSSES: dict[Loss, Callable[[], nn.Module]] = {
     "mse": nn.MSELoss,
     "mae": nn.L1Loss,
     "huber": lambda: nn.HuberLoss(delta=HUBER_DELTA),
     "cross_entropy": nn.CrossEntropyLoss,
 }
 
+Parameters = Iterator[nn.Parameter]
+# torch.optim's optimizers with the settings both engines share (engine.py's constants).
+OPTIMIZERS: dict[Optimizer, Callable[[Parameters, TrainingConfig], torch.optim.Optimizer]] = {
+    "adam": lambda params, c: torch.optim.Adam(
+        params, lr=c.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=c.weight_decay
+    ),
+    "adamw": lambda params, c: torch.optim.AdamW(
+        params, lr=c.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=c.weight_decay
+    ),
+    "sgd": lambda params, c: torch.optim.SGD(
+        params, lr=c.learning_rate, momentum=c.momentum, weight_decay=c.weight_decay
+    ),
+}
+
 
 def make_optimizer(network: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    params = network.parameters()
-    lr, decay = config.learning_rate, config.weight_decay
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    return OPTIMIZERS[config.optimizer](network.parameters(), config)
 
 
 class TorchEngine:

@@ -62,14 +62,17 @@ class TrainingDiverged(Exception):
         self.epoch = epoch
 
 
-def engine_for(architecture: NetworkConfig, device: torch.device, choice: EngineChoice) -> str:
-    """The engine that trains `architecture` on `device`: "numpy" or "torch".
+def engine_for(
+    architecture: NetworkConfig, device: torch.device, config: TrainingConfig, choice: EngineChoice
+) -> str:
+    """The engine that trains `architecture` under `config` on `device`: "numpy" or "torch".
 
-    `numpy` pins the numpy engine wherever it can train the network (the CPU, its
-    activations); `auto` takes it where it is also the faster one; otherwise autograd.
+    `numpy` pins the numpy engine wherever it can train the job (the CPU, the activations,
+    optimizer and loss it implements); `auto` takes it where it is also the faster one;
+    otherwise autograd.
     """
-    use_numpy = (choice == "numpy" and numpy_engine.can_train(architecture, device)) or (
-        choice == "auto" and numpy_engine.supports(architecture, device)
+    use_numpy = (choice == "numpy" and numpy_engine.can_train(architecture, device, config)) or (
+        choice == "auto" and numpy_engine.supports(architecture, device, config)
     )
     return "numpy" if use_numpy else "torch"
 
@@ -81,7 +84,7 @@ def make_engine(
     device: torch.device,
     choice: EngineChoice = "auto",
 ) -> Engine:
-    if engine_for(architecture, device, choice) == "numpy":
+    if engine_for(architecture, device, config, choice) == "numpy":
         return NumpyEngine(architecture, network.state_dict(), config)
     return TorchEngine(network, config)
 

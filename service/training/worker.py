@@ -273,7 +273,9 @@ class Worker:
         required = job.spec.resources.device
         if self.profile is None:
             return self.devices[0]
-        cpu_engine = engine_for(job.network, torch.device("cpu"), self.settings.engine)
+        cpu_engine = engine_for(
+            job.network, torch.device("cpu"), training_config(job.spec), self.settings.engine
+        )
         shape = JobShape(
             n_parameters=job.network.n_parameters,
             batch_size=job.spec.training.batch_size,
