@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from fastapi.testclient import TestClient
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from service.api.app import create_asgi_app
 from service.api.json_io import rows_of_numbers
 from service.config import Settings
-from service.errors import RequestInvalid
+from service.migrate import upgrade
 from service.schemas import JobCreate
 from service.store import decode_dataset
 from service.submission import build_job
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
 SETTINGS = Settings(database_url="sqlite://")
 
 
@@ -71,13 +76,23 @@ def test_valid_data_becomes_a_job_whose_stored_data_round_trips(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    data=datasets(), row=st.integers(0, 29), bad=st.sampled_from([math.nan, math.inf, -math.inf])
+    data=datasets(),
+    in_y=st.booleans(),
+    row=st.integers(0, 29),
+    column=st.integers(0, 4),
+    bad=non_finite,
 )
 def test_a_non_finite_value_anywhere_is_refused(
-    data: tuple[list[list[float]], list[list[float]]], row: int, bad: float
+    data: tuple[list[list[float]], list[list[float]]],
+    in_y: bool,
+    row: int,
+    column: int,
+    bad: float,
 ) -> None:
     x, y = data
-    x[row % len(x)][0] = bad
+    target = y if in_y else x
+    cells = target[row % len(target)]
+    cells[column % len(cells)] = bad
     with pytest.raises(ValidationError, match="finite"):
         JobCreate.model_validate({"data": {"x": x, "y": y}})
 
@@ -88,9 +103,8 @@ def test_a_ragged_row_is_refused(
     data: tuple[list[list[float]], list[list[float]]], row: int
 ) -> None:
     x, y = data
+    assume(len(x) > 1)  # one row cannot be ragged against itself
     x[row % len(x)] = [*x[row % len(x)], 1.0]
-    if len(x) == 1:  # one row cannot be ragged against itself
-        return
     with pytest.raises(ValidationError, match="one length"):
         JobCreate.model_validate({"data": {"x": x, "y": y}})
 
@@ -112,7 +126,7 @@ def test_labels_become_sorted_classes_that_map_back(labels: list[str]) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | finite | st.integers() | st.text(max_size=3),
+    st.none() | st.booleans() | finite | non_finite | st.integers() | st.text(max_size=3),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=3)
     ),
@@ -120,13 +134,49 @@ json_values = st.recursive(
 )
 
 
+def has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(has_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(has_non_finite(item) for item in value.values())
+    return False
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    # Module-scoped: hypothesis runs every example inside one call of the test.
+    folder = tmp_path_factory.mktemp("predict-bodies")
+    url = f"sqlite:///{folder / 'service.db'}"
+    upgrade(url)  # an empty database, so a well-formed request finds no model: a 404
+    app = create_asgi_app(Settings(database_url=url))
+    with TestClient(app) as client:
+        yield client
+
+
 @settings(max_examples=300, deadline=None)
 @given(body=json_values | st.fixed_dictionaries({"inputs": json_values}))
-def test_predict_bodies_either_parse_to_a_matrix_or_are_refused_with_a_reason(body: Any) -> None:
-    try:
-        matrix = rows_of_numbers(body)
-    except RequestInvalid as exc:
-        assert exc.detail
+@example(body={"inputs": [[1.0, math.nan]]})
+@example(body={"inputs": [[math.inf], [0.0]]})
+@example(body={"inputs": [[-math.inf, 2]]})
+def test_predict_bodies_either_parse_to_a_matrix_or_are_refused_with_a_reason(
+    api: TestClient, body: Any
+) -> None:
+    # JSON has no NaN or Infinity, so a client that sends them sends these bare tokens, which
+    # is what json.dumps writes; the body goes to the service as text, as a client's would.
+    raw = json.dumps(body)
+    response = api.post(
+        "/models/no-such-model/predict",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+    )
+    if has_non_finite(body) or response.status_code == 422:
+        assert response.status_code == 422, (raw, response.text)
+        refusal = response.json()
+        assert set(refusal) == {"error", "detail"} and refusal["detail"]
         return
+    # Inputs that pass reach the model lookup, which finds no such model.
+    assert response.status_code == 404, (raw, response.text)
+    matrix = rows_of_numbers(body)
     assert matrix.ndim == 2 and matrix.dtype == np.float64 and matrix.shape[1] >= 1
-    assert np.all(np.isfinite(matrix))

@@ -106,16 +106,18 @@ def test_cancel_stops_a_running_job_and_keeps_its_loss_history(api: httpx.Client
             "training": {"epochs": 100_000, "batch_size": 16},
         },
     )
-    running = wait_for_job(api, job_id, statuses=("running",))
+    wait_for_job(api, job_id, statuses=("running",))
     deadline = time.monotonic() + 60
-    while api.get(f"/jobs/{job_id}").json()["epoch"] < 2 and time.monotonic() < deadline:
+    while (before := api.get(f"/jobs/{job_id}").json())["epoch"] < 2:
+        assert time.monotonic() < deadline, before
         time.sleep(0.1)
-    assert running["status"] == "running"
+    # The cancel must land mid-training, on a job still running with epochs to keep.
+    assert before["status"] == "running", before
     assert api.post(f"/jobs/{job_id}/cancel").status_code == 200
     job = wait_for_job(api, job_id, timeout=30)
     assert job["status"] == "cancelled" and job["cancel_requested"]
     loss = api.get(f"/models/{job_id}/loss").json()
-    assert loss["status"] == "cancelled" and len(loss["epochs"]) >= 2
+    assert loss["status"] == "cancelled" and len(loss["epochs"]) >= before["epoch"]
     assert loss["epochs"] == list(range(1, len(loss["epochs"]) + 1))
     response = api.post(f"/models/{job_id}/predict", json={"inputs": [[0.0] * 4]})
     assert response.status_code == 409 and "cancelled" in response.json()["detail"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -244,10 +245,15 @@ def test_checkpoints_are_offered_when_due_but_not_after_the_last_epoch() -> None
     assert offered == [2, 4]
 
 
-def test_max_runtime_stops_after_the_epoch_that_reaches_it() -> None:
+def test_max_runtime_stops_training_once_the_limit_is_reached() -> None:
+    started = time.perf_counter()
     result = run(
         sinc_tensors(), TrainingConfig(epochs=100_000, batch_size=64, max_runtime_seconds=0.3)
     )
+    elapsed = time.perf_counter() - started
     assert result.stop_reason == "max_runtime"
-    assert 0.3 <= result.history[-1].seconds < 5
     assert len(result.history) < 100_000
+    # Not before the limit, and at the first epoch that reached it: every earlier one ended
+    # under it. How long past it is the machine's speed, so it is not asserted.
+    assert elapsed >= 0.3
+    assert all(epoch.seconds < 0.3 for epoch in result.history[:-1])
