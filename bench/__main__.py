@@ -59,9 +59,11 @@ def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally`, which stops the servers
 
 
-def run_groups(options: Options) -> tuple[list[Row], bool]:
-    """The rows of each selected group; a group that fails becomes a skipped row, not a crash."""
+def run_groups(options: Options) -> tuple[list[Row], bool, list[str]]:
+    """The rows of each selected group; a group that fails becomes a skipped row, not a crash
+    of the whole run (its title is listed, so the run still exits non-zero)."""
     rows: list[Row] = []
+    crashed: list[str] = []
     try:
         for keys, title, run in GROUPS:
             if not keys & options.rows:
@@ -73,14 +75,15 @@ def run_groups(options: Options) -> tuple[list[Row], bool]:
             except Exception as exc:
                 traceback.print_exc()
                 reason = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+                crashed.append(title)
                 rows.append(
                     Row("/".join(sorted(keys & options.rows)), title, "s", unavailable=reason)
                 )
             log(f"   ({time.monotonic() - started:.0f} s)")
     except KeyboardInterrupt:
         log("interrupted: servers stopped; the table shows the rows finished so far")
-        return rows, True
-    return rows, False
+        return rows, True, crashed
+    return rows, False, crashed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     header = machine.describe()
     for line in header:
         log(line)
-    rows, interrupted = run_groups(options)
+    rows, interrupted, crashed = run_groups(options)
     header.append(f"load average at end: {machine.load_note()}")
     table = text_table(rows)
     print("\n" + "\n".join(header) + "\n\n" + table)
@@ -102,7 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     samples = [{"key": r.key, "what": r.what, "samples": r.samples} for r in rows]
     (OUT_DIR / "latest.json").write_text(json.dumps(samples, indent=1))
     log(f"wrote {OUT_DIR / 'latest.md'}")
-    return 130 if interrupted else 0
+    return exit_status(rows, interrupted, crashed)
+
+
+def exit_status(rows: list[Row], interrupted: bool, crashed: list[str]) -> int:
+    """0 only when every row with a target met it and every group ran: CI can gate on it."""
+    if interrupted:
+        return 130
+    failed = [f"{row.key} ({row.what})" for row in rows if row.verdict().startswith("FAIL")]
+    for problem in [*(f"row {name} missed its target" for name in failed),
+                    *(f"row group '{title}' crashed" for title in crashed)]:  # fmt: skip
+        log(f"error: {problem}")
+    return 1 if failed or crashed else 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ CORES = 16
 @pytest.fixture(autouse=True)
 def sixteen_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     # A fixed core count, so the expected shares do not depend on the machine running the test.
-    monkeypatch.setattr(os, "cpu_count", lambda: CORES)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(CORES)))
 
 
 def worker(settings: Settings, db: Database, **changes: object) -> Worker:

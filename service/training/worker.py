@@ -374,8 +374,10 @@ class Worker:
         return checkpoint, None
 
     def _cpu_threads(self) -> int:
-        """CPU threads for a large job: the machine's cores shared among `serve`'s workers."""
-        return max(1, (os.cpu_count() or 1) // max(1, self.settings.workers))
+        """CPU threads for a large job: the cores this process may use, shared among `serve`'s
+        workers. The affinity mask, not the machine's count: a container or `taskset` limited
+        to a few cores of a large host must not start a thread per host core."""
+        return max(1, usable_cores() // max(1, self.settings.workers))
 
     def _threads_for(self, config: NetworkConfig, n_rows: int, device: torch.device) -> int:
         if self.settings.torch_threads is not None:
@@ -384,6 +386,13 @@ class Worker:
         if flops_per_epoch < SMALL_JOB_FLOPS or device.type != "cpu":
             return 1
         return self._cpu_threads()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def training_config(spec: JobSpec) -> TrainingConfig:
