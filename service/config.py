@@ -69,7 +69,3 @@ class Settings(BaseSettings):
         if not DEVICE_PATTERN.match(value):
             raise ValueError("device must be auto, cpu, cuda or cuda:N")
         return value
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")

@@ -1,16 +1,22 @@
-"""The errors the service raises on purpose, each carrying the HTTP status it maps to.
+"""The errors the service answers with, each carrying the HTTP status and kind it maps to.
 
-    ServiceError            500 internal_error (a bug if a client ever sees it)
-    ├── InvalidInput        422 invalid_input
-    ├── RequestInvalid      422 validation_error
-    ├── Forbidden           403 forbidden
-    ├── NotFound            404 not_found
-    ├── Conflict            409 conflict
-    │   └── ModelNotReady   409 model_not_ready
-    ├── PayloadTooLarge     413 payload_too_large
-    └── UnsupportedMediaType 415 unsupported_media_type
+    ServiceError              500 internal_error (a bug if a client ever sees it)
+    ├── InvalidInput          422 invalid_input
+    ├── RequestInvalid        422 validation_error
+    ├── Unauthorized          401 unauthorized
+    ├── Forbidden             403 forbidden
+    ├── NotFound              404 not_found
+    ├── MethodNotAllowed      405 method_not_allowed
+    ├── Conflict              409 conflict
+    │   ├── ModelNotReady     409 model_not_ready
+    │   └── ModelUnusable     409 model_unusable
+    ├── PayloadTooLarge       413 payload_too_large
+    ├── UnsupportedMediaType  415 unsupported_media_type
+    └── DatabaseUnavailable   503 unavailable
 
 The API turns each into {"error": kind, "detail": sentence}; nothing else reaches a client.
+Errors the framework raises by status alone (a 404 for an unknown path, a 405) take the kind of
+the class that owns that status here (KIND_OF_STATUS), so each kind is written once.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ class RequestInvalid(ServiceError):
     kind = "validation_error"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    kind = "unauthorized"
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+
 class Forbidden(ServiceError):
     """Authenticated, but this key may not do it (an operator's view, say)."""
 
@@ -50,6 +62,11 @@ class Forbidden(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
     kind = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status_code = 405
+    kind = "method_not_allowed"
 
 
 class Conflict(ServiceError):
@@ -65,17 +82,43 @@ class ModelNotReady(Conflict):
         self.status = status
 
 
-class PayloadTooLarge(ServiceError):
-    status_code = 413
-    kind = "payload_too_large"
-
-
 class ModelUnusable(Conflict):
     """A stored model whose bytes cannot be read back (never unpickled, so never run)."""
 
     kind = "model_unusable"
 
 
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    kind = "payload_too_large"
+
+
 class UnsupportedMediaType(ServiceError):
     status_code = 415
     kind = "unsupported_media_type"
+
+
+class DatabaseUnavailable(ServiceError):
+    """Busy or unreachable: the client should retry, and is told when."""
+
+    status_code = 503
+    kind = "unavailable"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
+
+
+# The kind of a bare status (the framework's own 404s and 405s, a body's 413): the class that
+# owns that status above. RequestInvalid owns 422 (the framework's validation errors).
+KIND_OF_STATUS: dict[int, str] = {
+    error.status_code: error.kind
+    for error in (
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        RequestInvalid,
+        DatabaseUnavailable,
+    )
+}

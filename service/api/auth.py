@@ -12,16 +12,9 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from service.config import Settings
-from service.errors import ServiceError
-
-
-class Unauthorized(ServiceError):
-    status_code = 401
-    kind = "unauthorized"
-    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+from service.errors import Unauthorized
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.error_handlers import error_response
+from service.errors import PayloadTooLarge
 
 # Drained at most, before a refused request's connection closes: beyond this, a reset.
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
@@ -67,7 +68,9 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             if closes_after(scope):
                 await drain(receive)
-            response = error_response(413, "payload_too_large", self._too_large())
+            response = error_response(
+                PayloadTooLarge.status_code, PayloadTooLarge.kind, self._too_large()
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -81,7 +84,7 @@ class BodySizeLimit:
                     if message.get("more_body", False) and closes_after(scope):
                         await drain(receive, received)
                     # FastAPI re-raises HTTPException from body reading; the handler shapes it.
-                    raise HTTPException(413, self._too_large())
+                    raise HTTPException(PayloadTooLarge.status_code, self._too_large())
             return message
 
         await self.app(scope, counting_receive, send)

@@ -12,22 +12,15 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from service.errors import ServiceError
+from service.errors import (
+    KIND_OF_STATUS,
+    DatabaseUnavailable,
+    RequestInvalid,
+    ServiceError,
+)
 
 log = logging.getLogger("service.api")
 
-HTTP_KINDS = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "too_many_requests",
-}
 MAX_LISTED_ERRORS = 5
 
 
@@ -95,7 +88,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(
-            422, "validation_error", describe_validation_errors(list(exc.errors()))
+            RequestInvalid.status_code,
+            RequestInvalid.kind,
+            describe_validation_errors(list(exc.errors())),
         )
 
     @app.exception_handler(HTTPException)
@@ -104,9 +99,11 @@ def install_error_handlers(app: FastAPI) -> None:
             # FastAPI's body parser gives up on bytes that are not UTF-8 JSON text with a bare
             # 400; say what is wrong, and answer like every other unparseable body (422).
             return error_response(
-                422, "validation_error", f"the body is not valid JSON ({exc.__cause__})"
+                RequestInvalid.status_code,
+                RequestInvalid.kind,
+                f"the body is not valid JSON ({exc.__cause__})",
             )
-        kind = HTTP_KINDS.get(exc.status_code, "http_error")
+        kind = KIND_OF_STATUS.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
@@ -116,9 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def on_database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
-        return error_response(
-            503, "unavailable", "the database is busy or unreachable; retry", {"Retry-After": "1"}
-        )
+        error = DatabaseUnavailable("the database is busy or unreachable; retry")
+        return error_response(error.status_code, error.kind, error.detail, error.headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -8,15 +8,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import __version__
 from service.api.deps import DatabaseDep
-from service.errors import ServiceError
+from service.errors import DatabaseUnavailable
 from service.schemas import ErrorOut, Health
 
 router = APIRouter(tags=["health"])
-
-
-class DatabaseUnavailable(ServiceError):
-    status_code = 503
-    kind = "unavailable"
 
 
 @router.get("/healthz", responses={503: {"model": ErrorOut, "description": "Database unreachable"}})
