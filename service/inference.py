@@ -59,6 +59,18 @@ class Prediction:
         )
 
 
+# Up to this many rows x weights a forward pass takes well under a millisecond and may run on
+# the event loop; bigger ones go to a worker thread, so they cannot stall it.
+INLINE_WORK = 1_000_000
+
+
+def prediction_body(prediction: Prediction) -> dict[str, Any]:
+    """The native protocol's answer: what the route and the fast path both send."""
+    if prediction.labels is not None:
+        return {"predictions": prediction.labels, "probabilities": prediction.probabilities}
+    return {"predictions": prediction.values}
+
+
 def check_features(predictor: Predictor, inputs: np.ndarray) -> None:
     if inputs.ndim != 2 or inputs.shape[1] != predictor.n_features:
         width = inputs.shape[1] if inputs.ndim == 2 else "?"

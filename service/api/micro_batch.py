@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.inference import Prediction, Predictor, predict
+from service.inference import INLINE_WORK, Prediction, Predictor, predict
 
 MAX_BATCH_ROWS = 4096
+# A batch is also flushed once its rows x weights reach this: on a wide model, a flush on the
+# event loop must stay short (a few milliseconds) however many requests joined it.
+MAX_BATCH_WORK = 4 * INLINE_WORK
 
 
 @dataclass
@@ -27,8 +30,9 @@ class _Batch:
 
 
 class MicroBatcher:
-    def __init__(self, max_rows: int = MAX_BATCH_ROWS) -> None:
+    def __init__(self, max_rows: int = MAX_BATCH_ROWS, max_work: int = MAX_BATCH_WORK) -> None:
         self.max_rows = max_rows
+        self.max_work = max_work
         self._pending: dict[int, _Batch] = {}
 
     async def predict(self, predictor: Predictor, inputs: np.ndarray) -> Prediction:
@@ -41,7 +45,7 @@ class MicroBatcher:
             loop.call_soon(self._flush, key)
         batch.waiting.append((inputs, future))
         batch.rows += len(inputs)
-        if batch.rows >= self.max_rows:
+        if batch.rows >= self.max_rows or batch.rows * predictor.n_parameters >= self.max_work:
             self._flush(key)  # big enough already: do not wait for the turn to end
         return await future
 

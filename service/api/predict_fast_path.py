@@ -5,14 +5,15 @@
 This ASGI middleware answers the common case directly: a JSON body with a Content-Length within
 the limit, a valid key, a model already in this process's cache, valid inputs, a small forward
 pass. Everything else (a cache miss, any error at all) continues to the FastAPI route with the
-body replayed, so loading, errors and documentation stay in one place, and both paths share
-`json_io`, `predict` and `prediction_body`.
+body replayed, so loading, errors and documentation stay in one place. Both paths share
+`json_io` and, from `service.inference`, `predict`, `prediction_body` and `INLINE_WORK`; the
+route imports nothing from here. tests/test_fast_path.py holds the two to the same bytes.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any
 
 import orjson
 from starlette.datastructures import State
@@ -21,19 +22,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.auth import KeyRing
 from service.api.json_io import rows_of_numbers
 from service.api.micro_batch import MicroBatcher
-from service.inference import Prediction, PredictorCache
+from service.errors import ServiceError
+from service.inference import INLINE_WORK, PredictorCache, prediction_body
+
+log = logging.getLogger("service.api")
 
 PREDICT_PATH = re.compile(r"^/models/([^/]+)/predict$")
-# Up to this many rows x weights a forward pass takes well under a millisecond and may run on
-# the event loop; bigger ones go to a worker thread (in the route) so they cannot stall it.
-INLINE_WORK = 1_000_000
 JSON_TYPES = (b"application/json",)
-
-
-def prediction_body(prediction: Prediction) -> dict[str, Any]:
-    if prediction.labels is not None:
-        return {"predictions": prediction.labels, "probabilities": prediction.probabilities}
-    return {"predictions": prediction.values}
+# Failures of the request itself, which the route reports to the client: not worth a warning.
+CLIENT_ERRORS = (ServiceError, orjson.JSONDecodeError, ValueError)
 
 
 class PredictFastPath:
@@ -83,7 +80,11 @@ class PredictFastPath:
                 return None
             batcher: MicroBatcher = self.state.batcher
             prediction = await batcher.predict(predictor, inputs)
-        except Exception:  # any failure: the full route repeats the work and reports it
+        except CLIENT_ERRORS as exc:  # the full route repeats the work and reports it
+            log.debug("predict fast path: %s for model %s; the route answers", exc, model_id)
+            return None
+        except Exception:  # a bug here must not cost the request: the route still answers
+            log.exception("predict fast path failed for model %s; the route answers", model_id)
             return None
         return orjson.dumps(prediction_body(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -11,9 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from service import queue
 from service.api.deps import BatcherDep, DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
 from service.api.json_io import json_response, read_json, rows_of_numbers
-from service.api.predict_fast_path import INLINE_WORK, prediction_body
 from service.errors import ModelNotReady, NotFound
-from service.inference import predict
+from service.inference import INLINE_WORK, predict, prediction_body
 from service.models import Job, LossRecord, Model
 from service.schemas import (
     MAX_OFFSET,
