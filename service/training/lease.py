@@ -1,8 +1,5 @@
-"""A running job's side of the queue: its lease, why it should stop, and its writes.
-
-Every write goes through queue functions guarded by the lease, so a worker that lost its
-lease (frozen, partitioned) writes nothing once another worker has the job.
-"""
+"""A running job's lease, and why it should stop: renewed by a heartbeat thread that also
+notices a cancel request or a lost lease. The job's writes are progress.py's."""
 
 from __future__ import annotations
 
@@ -14,14 +11,10 @@ from dataclasses import dataclass, field
 from service import queue
 from service.config import Settings
 from service.db import Database
-from service.queue import EpochRow
-from service.store import encode_checkpoint
-from service.training.checkpoint import Checkpoint
-from service.training.trainer import EpochResult
 
 log = logging.getLogger("service.worker")
 
-# A stop reason that ends the run at once; "shutdown" only pauses it at the next epoch boundary.
+# A stop reason that ends the run at once; "shutdown" pauses it (see trainer.train).
 STOPPING_REASONS = ("cancelled", "lease_lost")
 
 
@@ -81,54 +74,3 @@ class LeaseKeeper(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join()
-
-
-class ProgressWriter:
-    """Buffers epoch rows; writes them in batches at most `flush_seconds` apart, and with
-    each checkpoint, so stored loss rows and the stored checkpoint always agree."""
-
-    def __init__(
-        self,
-        db: Database,
-        settings: Settings,
-        job_id: str,
-        worker_id: str,
-        interrupt: Interrupt,
-    ) -> None:
-        self._db, self._job_id, self._worker_id = db, job_id, worker_id
-        self._settings = settings
-        self._interrupt = interrupt
-        self.pending: list[EpochRow] = []
-        self._last_flush = self._last_checkpoint = time.monotonic()
-
-    def __call__(self, result: EpochResult) -> None:
-        self.pending.append(
-            EpochRow(result.epoch, result.train_loss, result.val_loss, result.seconds)
-        )
-        if time.monotonic() - self._last_flush >= self._settings.loss_flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if not queue.record_progress(self._db, self._job_id, self._worker_id, self.take()):
-            self._interrupt.set("lease_lost")
-        self._last_flush = time.monotonic()
-
-    def checkpoint_due(self, _epoch: int) -> bool:
-        elapsed = time.monotonic() - self._last_checkpoint
-        return elapsed >= self._settings.checkpoint_seconds
-
-    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        if not queue.save_checkpoint(
-            self._db,
-            self._job_id,
-            self._worker_id,
-            self.take(),
-            checkpoint.epoch,
-            encode_checkpoint(*checkpoint.to_tensors()),
-        ):
-            self._interrupt.set("lease_lost")
-        self._last_checkpoint = self._last_flush = time.monotonic()
-
-    def take(self) -> list[EpochRow]:
-        rows, self.pending = self.pending, []
-        return rows

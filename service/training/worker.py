@@ -39,9 +39,10 @@ from service.store import (
 )
 from service.training.checkpoint import Checkpoint, UnusableCheckpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
-from service.training.lease import Interrupt, LeaseKeeper, ProgressWriter
+from service.training.lease import Interrupt, LeaseKeeper
 from service.training.network import NetworkConfig, build_network
 from service.training.profile import WorkerProfile, profile_worker
+from service.training.progress import ProgressWriter
 from service.training.trainer import (
     TrainingConfig,
     TrainingDiverged,

@@ -1,0 +1,69 @@
+"""A running job's writes: its loss rows and checkpoints, in batches, guarded by its lease.
+
+Every write goes through queue functions guarded by the lease, so a worker that lost its
+lease (frozen, partitioned) writes nothing once another worker has the job.
+"""
+
+from __future__ import annotations
+
+import time
+
+from service import queue
+from service.config import Settings
+from service.db import Database
+from service.queue import EpochRow
+from service.store import encode_checkpoint
+from service.training.checkpoint import Checkpoint
+from service.training.lease import Interrupt
+from service.training.trainer import EpochResult
+
+
+class ProgressWriter:
+    """Buffers epoch rows; writes them in batches at most `flush_seconds` apart, and with
+    each checkpoint, so stored loss rows and the stored checkpoint always agree."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        job_id: str,
+        worker_id: str,
+        interrupt: Interrupt,
+    ) -> None:
+        self._db, self._job_id, self._worker_id = db, job_id, worker_id
+        self._settings = settings
+        self._interrupt = interrupt
+        self.pending: list[EpochRow] = []
+        self._last_flush = self._last_checkpoint = time.monotonic()
+
+    def __call__(self, result: EpochResult) -> None:
+        self.pending.append(
+            EpochRow(result.epoch, result.train_loss, result.val_loss, result.seconds)
+        )
+        if time.monotonic() - self._last_flush >= self._settings.loss_flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not queue.record_progress(self._db, self._job_id, self._worker_id, self.take()):
+            self._interrupt.set("lease_lost")
+        self._last_flush = time.monotonic()
+
+    def checkpoint_due(self, _epoch: int) -> bool:
+        elapsed = time.monotonic() - self._last_checkpoint
+        return elapsed >= self._settings.checkpoint_seconds
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        if not queue.save_checkpoint(
+            self._db,
+            self._job_id,
+            self._worker_id,
+            self.take(),
+            checkpoint.epoch,
+            encode_checkpoint(*checkpoint.to_tensors()),
+        ):
+            self._interrupt.set("lease_lost")
+        self._last_checkpoint = self._last_flush = time.monotonic()
+
+    def take(self) -> list[EpochRow]:
+        rows, self.pending = self.pending, []
+        return rows
