@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +20,8 @@ from service.api.micro_batch import MicroBatcher
 from service.api.openapi import install_openapi
 from service.api.predict_fast_path import PredictFastPath
 from service.api.routes import health, jobs, models, workers
+from service.api.state import ApiState
 from service.config import Settings
-from service.db import Database
 from service.inference import DELETION_POLL_SECONDS, PredictorCache
 
 log = logging.getLogger("service.api")
@@ -37,24 +36,19 @@ A background worker trains it; poll `GET /jobs/{id}`, watch `GET /models/{id}/lo
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    state = ApiState(settings, KeyRing.from_settings(settings), MicroBatcher())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
-        app.state.db = db
-        predictors = PredictorCache(db, settings.model_cache_size)
-        app.state.predictors = predictors
-        watcher = asyncio.create_task(watch_deletions(predictors))
-        # Everything imported so far lives as long as the process: keep it out of the
-        # garbage collector's scans, which otherwise show up as latency spikes under load.
-        gc.collect()
-        gc.freeze()
+        state.open()
+        watcher = asyncio.create_task(watch_deletions(state.predictors))
         try:
             yield
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            db.dispose()
+            state.db.dispose()
 
     app = FastAPI(
         title="Neural network training service",
@@ -62,9 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.keys = KeyRing.from_settings(settings)
-    app.state.batcher = MicroBatcher()
+    app.state.api = state
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -94,4 +86,4 @@ def create_asgi_app(settings: Settings | None = None) -> ASGIApp:
     """
     settings = settings or Settings()
     app = create_app(settings)
-    return PredictFastPath(app, state=app.state, max_body_bytes=settings.max_body_bytes)
+    return PredictFastPath(app, state=app.state.api, max_body_bytes=settings.max_body_bytes)

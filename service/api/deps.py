@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from service.api.auth import KeyRing, Principal
+from service.api.auth import Principal
 from service.api.micro_batch import MicroBatcher
+from service.api.state import ApiState
 from service.config import Settings
 from service.db import Database
 from service.errors import NotFound, UnsupportedMediaType
@@ -16,30 +17,30 @@ from service.inference import PredictorCache
 from service.models import Job
 
 
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
 # Async on purpose: FastAPI runs sync dependencies in a thread pool, a hop the hot path avoids.
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return api_state(request).settings
 
 
 async def get_database(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+    return api_state(request).db
 
 
 async def get_predictors(request: Request) -> PredictorCache:
-    cache: PredictorCache = request.app.state.predictors
-    return cache
+    return api_state(request).predictors
 
 
 async def get_principal(request: Request) -> Principal:
-    keys: KeyRing = request.app.state.keys
-    return keys.authenticate(request.headers.get("authorization"))
+    return api_state(request).keys.authenticate(request.headers.get("authorization"))
 
 
 async def get_batcher(request: Request) -> MicroBatcher:
-    batcher: MicroBatcher = request.app.state.batcher
-    return batcher
+    return api_state(request).batcher
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -16,14 +16,12 @@ import logging
 import re
 
 import orjson
-from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.auth import KeyRing
 from service.api.json_io import rows_of_numbers
-from service.api.micro_batch import MicroBatcher
+from service.api.state import ApiState
 from service.errors import ServiceError
-from service.inference import INLINE_WORK, PredictorCache, prediction_body
+from service.inference import INLINE_WORK, prediction_body
 
 log = logging.getLogger("service.api")
 
@@ -34,7 +32,7 @@ CLIENT_ERRORS = (ServiceError, orjson.JSONDecodeError, ValueError)
 
 
 class PredictFastPath:
-    def __init__(self, app: ASGIApp, state: State, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, state: ApiState, max_body_bytes: int) -> None:
         self.app = app
         self.state = state
         self.max_body_bytes = max_body_bytes
@@ -65,8 +63,7 @@ class PredictFastPath:
 
     async def answer(self, model_id: str, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
         """The response body, or None when the full route should take the request."""
-        predictors: PredictorCache = self.state.predictors
-        keys: KeyRing = self.state.keys
+        predictors, keys = self.state.predictors, self.state.keys
         predictor = predictors.cached(model_id)
         if predictor is None:
             return None
@@ -78,8 +75,7 @@ class PredictFastPath:
             inputs = rows_of_numbers(orjson.loads(body))
             if inputs.shape[0] * predictor.n_parameters > INLINE_WORK:
                 return None
-            batcher: MicroBatcher = self.state.batcher
-            prediction = await batcher.predict(predictor, inputs)
+            prediction = await self.state.batcher.predict(predictor, inputs)
         except CLIENT_ERRORS as exc:  # the full route repeats the work and reports it
             log.debug("predict fast path: %s for model %s; the route answers", exc, model_id)
             return None

@@ -1,0 +1,26 @@
+"""What an API process holds for its requests: one typed object, set in one place (create_app
+builds it; the lifespan opens the database and the predictor cache)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.api.auth import KeyRing
+from service.api.micro_batch import MicroBatcher
+from service.config import Settings
+from service.db import Database
+from service.inference import PredictorCache
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    keys: KeyRing
+    batcher: MicroBatcher
+    # Opened by the lifespan, so nothing connects when the app is merely built.
+    db: Database = field(init=False)
+    predictors: PredictorCache = field(init=False)
+
+    def open(self) -> None:
+        self.db = Database(self.settings.database_url)
+        self.predictors = PredictorCache(self.db, self.settings.model_cache_size)
