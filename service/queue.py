@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
+from service.loss_history import EpochResult
 from service.models import (
     TERMINAL_STATUSES,
     CheckpointRecord,
@@ -39,14 +40,6 @@ from service.models import (
     ModelDeletion,
     utcnow,
 )
-
-
-@dataclass(frozen=True)
-class EpochRow:
-    epoch: int
-    train_loss: float
-    val_loss: float | None
-    seconds: float
 
 
 def enqueue(session: Session, job: Job) -> None:
@@ -167,7 +160,7 @@ def start_attempt(
 
 
 @retry_transient
-def record_progress(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow]) -> bool:
+def record_progress(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochResult]) -> bool:
     """Append loss rows and move the job's progress forward; False when the lease is lost."""
     if not rows:
         return True
@@ -181,7 +174,7 @@ def finish_succeeded(
     job_id: str,
     worker_id: str,
     model: Model,
-    rows: Sequence[EpochRow],
+    rows: Sequence[EpochResult],
     best_epoch: int | None,
 ) -> str | None:
     """Store the model and mark the job succeeded, in one transaction guarded by the lease.
@@ -201,7 +194,9 @@ def finish_succeeded(
 
 
 @retry_transient
-def finish_cancelled(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow]) -> bool:
+def finish_cancelled(
+    db: Database, job_id: str, worker_id: str, rows: Sequence[EpochResult]
+) -> bool:
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
             return False
@@ -210,7 +205,7 @@ def finish_cancelled(db: Database, job_id: str, worker_id: str, rows: Sequence[E
 
 @retry_transient
 def finish_failed(
-    db: Database, job_id: str, worker_id: str, error: str, rows: Sequence[EpochRow] = ()
+    db: Database, job_id: str, worker_id: str, error: str, rows: Sequence[EpochResult] = ()
 ) -> bool:
     with db.write() as session:
         if not _write_progress(session, job_id, worker_id, rows):
@@ -220,7 +215,7 @@ def finish_failed(
 
 @retry_transient
 def save_checkpoint(
-    db: Database, job_id: str, worker_id: str, rows: Sequence[EpochRow], epoch: int, state: bytes
+    db: Database, job_id: str, worker_id: str, rows: Sequence[EpochResult], epoch: int, state: bytes
 ) -> bool:
     """Store the loss rows up to `epoch` and the checkpoint taken after it, together."""
     with db.write() as session:
@@ -247,7 +242,7 @@ def release(
     db: Database,
     job_id: str,
     worker_id: str,
-    rows: Sequence[EpochRow] = (),
+    rows: Sequence[EpochResult] = (),
     checkpoint: tuple[int, bytes] | None = None,
 ) -> bool:
     """Hand a job back to the queue (the worker is shutting down): no attempt is counted.
@@ -400,7 +395,7 @@ def _touch(session: Session, job_id: str, worker_id: str, **values: object) -> b
 
 
 def _write_progress(
-    session: Session, job_id: str, worker_id: str, rows: Sequence[EpochRow]
+    session: Session, job_id: str, worker_id: str, rows: Sequence[EpochResult]
 ) -> bool:
     progress: dict[str, object] = {}
     if rows:

@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from service import queue
 from service.config import Settings
 from service.db import Base, Database, make_engine
+from service.loss_history import EpochResult
 from service.migrate import alembic_config, upgrade
 from service.models import Job, JobStatus, Model
-from service.queue import EpochRow
 from service.schemas import JobCreate
 from service.submission import build_job
 
@@ -64,7 +64,7 @@ def test_an_upgrade_that_rebuilds_the_jobs_table_keeps_every_model_and_loss_row(
     with db.write() as session:
         queue.enqueue(session, job)
     assert queue.claim(db, "w1", 30) == job.id
-    rows = [EpochRow(e, 1.0 / e, None, 0.1) for e in (1, 2)]
+    rows = [EpochResult(e, 1.0 / e, None, 0.1) for e in (1, 2)]
     model = Model(
         id=job.id,
         task="regression",

@@ -11,8 +11,8 @@ from service import queue
 from service.config import Settings
 from service.db import Database
 from service.errors import Conflict, NotFound
+from service.loss_history import EpochResult
 from service.models import Job, JobStatus, LossRecord, Model, utcnow
-from service.queue import EpochRow
 from service.schemas import JobCreate
 from service.submission import build_job
 from tests.claimer import claim_all
@@ -131,13 +131,13 @@ def test_heartbeat_reports_a_cancel_request(db: Database, settings: Settings) ->
 def test_a_worker_that_lost_its_lease_writes_nothing(db: Database, settings: Settings) -> None:
     (job_id,) = add_jobs(db, settings, 1)
     queue.claim(db, "slow", 30)
-    queue.record_progress(db, job_id, "slow", [EpochRow(1, 0.5, None, 0.1)])
+    queue.record_progress(db, job_id, "slow", [EpochResult(1, 0.5, None, 0.1)])
     expire_lease(db, job_id)
     assert queue.recover_expired(db) == 1
     assert job(db, job_id).status == "queued"
     assert queue.claim(db, "fast", 30) == job_id
 
-    row = EpochRow(2, 0.4, None, 0.2)
+    row = EpochResult(2, 0.4, None, 0.2)
     assert not queue.record_progress(db, job_id, "slow", [row])
     assert not queue.finish_succeeded(db, job_id, "slow", fake_model(job_id), [row], None)
     assert not queue.finish_failed(db, job_id, "slow", "late")
@@ -153,7 +153,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(db: Database, settings: Set
 def test_succeeding_stores_model_and_loss_rows_together(db: Database, settings: Settings) -> None:
     (job_id,) = add_jobs(db, settings, 1)
     queue.claim(db, "w1", 30)
-    rows = [EpochRow(1, 0.5, 0.6, 0.1), EpochRow(2, 0.25, 0.3, 0.2)]
+    rows = [EpochResult(1, 0.5, 0.6, 0.1), EpochResult(2, 0.25, 0.3, 0.2)]
     assert queue.finish_succeeded(db, job_id, "w1", fake_model(job_id), rows, best_epoch=2)
     done = job(db, job_id)
     assert (done.status, done.epoch, done.train_loss, done.val_loss, done.best_epoch) == (
@@ -171,7 +171,7 @@ def test_succeeding_stores_model_and_loss_rows_together(db: Database, settings: 
 def test_start_attempt_drops_rows_of_an_earlier_attempt(db: Database, settings: Settings) -> None:
     (job_id,) = add_jobs(db, settings, 1)
     queue.claim(db, "w1", 30)
-    queue.record_progress(db, job_id, "w1", [EpochRow(e, 1.0 / e, None, e) for e in (1, 2, 3)])
+    queue.record_progress(db, job_id, "w1", [EpochResult(e, 1.0 / e, None, e) for e in (1, 2, 3)])
     assert queue.start_attempt(db, job_id, "w1", "cpu", keep_epochs=1)
     with db.read() as session:
         assert session.scalars(

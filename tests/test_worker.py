@@ -13,8 +13,8 @@ from sqlalchemy import update
 from service import fleet, queue
 from service.config import Settings
 from service.db import Database
+from service.loss_history import EpochResult
 from service.models import Job, WorkerRecord, utcnow
-from service.queue import EpochRow
 from service.store import encode_checkpoint
 from service.training.worker import Worker
 
@@ -35,7 +35,7 @@ def submit(client: TestClient, body: dict[str, Any] = JOB) -> str:
 def interrupted_attempt(db: Database, job_id: str, checkpoint: bytes, epochs: int = 3) -> None:
     """An earlier worker trained `epochs` epochs, stored `checkpoint`, and vanished."""
     assert queue.claim(db, "lost-worker", 30) == job_id
-    rows = [EpochRow(e, 1.0 / e, None, 0.1 * e) for e in range(1, epochs + 1)]
+    rows = [EpochResult(e, 1.0 / e, None, 0.1 * e) for e in range(1, epochs + 1)]
     assert queue.save_checkpoint(db, job_id, "lost-worker", rows, epochs, checkpoint)
     with db.write() as session:
         session.execute(

@@ -11,11 +11,10 @@ import time
 from service import queue
 from service.config import Settings
 from service.db import Database
-from service.queue import EpochRow
+from service.loss_history import EpochResult
 from service.store import encode_checkpoint
 from service.training.checkpoint import Checkpoint
 from service.training.lease import Interrupt
-from service.training.trainer import EpochResult
 
 
 class ProgressWriter:
@@ -33,13 +32,11 @@ class ProgressWriter:
         self._db, self._job_id, self._worker_id = db, job_id, worker_id
         self._settings = settings
         self._interrupt = interrupt
-        self.pending: list[EpochRow] = []
+        self.pending: list[EpochResult] = []
         self._last_flush = self._last_checkpoint = time.monotonic()
 
     def __call__(self, result: EpochResult) -> None:
-        self.pending.append(
-            EpochRow(result.epoch, result.train_loss, result.val_loss, result.seconds)
-        )
+        self.pending.append(result)
         if time.monotonic() - self._last_flush >= self._settings.loss_flush_seconds:
             self.flush()
 
@@ -64,6 +61,6 @@ class ProgressWriter:
             self._interrupt.set("lease_lost")
         self._last_checkpoint = self._last_flush = time.monotonic()
 
-    def take(self) -> list[EpochRow]:
+    def take(self) -> list[EpochResult]:
         rows, self.pending = self.pending, []
         return rows

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from service.loss_history import EpochResult
 from service.training import numpy_engine
 from service.training.checkpoint import Checkpoint
 from service.training.data import TrainingTensors, epoch_order
@@ -31,14 +32,6 @@ EngineChoice = Literal["auto", "torch", "numpy"]
 PAUSE_WAITS_FOR_EPOCHS_UNDER = 2.0
 
 __all__ = ["EpochResult", "TrainingConfig", "TrainingDiverged", "TrainingResult", "train"]
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int  # 1-based, as users count epochs
-    train_loss: float  # mean of the epoch's batch losses, as the notebook records it
-    val_loss: float | None
-    seconds: float  # since training started
 
 
 @dataclass
