@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 
 from bench import jobs
-from bench.report import Row, Target
+from bench.report import Row
 from bench.service import JSON, Service, running_service
 from bench.settings import Options
 from bench.stats import median
+from bench.targets import TARGETS
 
 WARM_ROUNDS = 2
 
@@ -52,10 +53,10 @@ def run(options: Options, log: Callable[[str], None]) -> list[Row]:
     n = options.models
     return [
         Row("5a", f"{n} models round-robin: cold first predict", "ms", median(cold),
-            target=Target("<=", 20, on="project", unit="ms"), samples={"cold_ms": cold},
+            target=TARGETS["5a"], samples={"cold_ms": cold},
             note=f"warm predicts after: median {median(warm):.1f} ms ({WARM_ROUNDS} rounds)"),
         Row("5b", f"{n} models: API process RSS growth", "MB", growth,
-            target=Target("<=", 200, on="project", unit="MB"),
+            target=TARGETS["5b"],
             note=f"VmRSS of the serve process: {rss_before:.0f} MB before the first predict → "
                  f"{rss_after:.0f} MB after {WARM_ROUNDS + 1} rounds ({rss_start:.0f} MB when "
                  f"first healthy)"),

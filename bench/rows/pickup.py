@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable
 
 from bench import jobs
-from bench.report import Row, Target
+from bench.report import Row
 from bench.service import running_service
 from bench.settings import Options
 from bench.stats import median, percentile
+from bench.targets import TARGETS
 
 
 def _ms_between(start: str, end: str) -> float:
@@ -34,7 +35,7 @@ def run(options: Options, log: Callable[[str], None]) -> list[Row]:
     log(f"[2] pickup over {len(waits)} jobs: p50 {median(waits):.1f} ms, max {max(waits):.1f} ms")
     return [
         Row("2", f"queue pickup p50, submit → running ({len(waits)} tiny jobs)", "ms",
-            median(waits), target=Target("<=", 50, on="project", unit="ms"),
+            median(waits), target=TARGETS["2"],
             samples={"pickup_ms": waits},
             note=f"pickup from created_at → started_at: p90 {percentile(waits, 90):.1f} ms, "
                  f"max {max(waits):.1f} ms"),

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 
 from bench import baselines, hey, jobs
-from bench.report import Row, Target
+from bench.report import Row
 from bench.service import running_service
 from bench.settings import Options
 from bench.stats import median
+from bench.targets import TARGETS
 
 OURS, NAIVE, MLSERVER = "ours", "naive FastAPI", "MLServer"
 
@@ -116,20 +117,20 @@ def _rows(wanted: list[int], endpoints: dict[str, Endpoint], missing: dict[str, 
         naive_p99 = figure(NAIVE, 1, p99)
         out += [
             Row("3a", f"{what}: req/s vs MLServer", "req/s", figure(OURS, 1, rps),
-                figure(MLSERVER, 1, rps), "(MLServer)", Target(">=", 3),
+                figure(MLSERVER, 1, rps), "(MLServer)", TARGETS["3a"],
                 unavailable=missing.get(MLSERVER, skipped), note=runs),
             Row("3b", f"{what}: req/s vs naive", "req/s", figure(OURS, 1, rps),
-                figure(NAIVE, 1, rps), "(naive FastAPI)", Target(">=", 3),
+                figure(NAIVE, 1, rps), "(naive FastAPI)", TARGETS["3b"],
                 unavailable=missing.get(NAIVE, skipped), note=errors),
             Row("3c", f"{what}: p99 latency", "ms", figure(OURS, 1, p99),
-                figure(MLSERVER, 1, p99), "(MLServer)", Target("<=", 15, on="project", unit="ms"),
+                figure(MLSERVER, 1, p99), "(MLServer)", TARGETS["3c"],
                 note=f"naive FastAPI p99 {naive_p99:.0f} ms" if naive_p99 else ""),
         ]  # fmt: skip
     if 1000 in wanted:
         what = "1,000-row predict, 8 clients"
         out += [
             Row("4a", f"{what}: rows/s vs MLServer", "rows/s", figure(OURS, 1000, rows_per_s),
-                figure(MLSERVER, 1000, rows_per_s), "(MLServer)", Target(">=", 2),
+                figure(MLSERVER, 1000, rows_per_s), "(MLServer)", TARGETS["4a"],
                 unavailable=missing.get(MLSERVER, skipped)),
             Row("4b", f"{what}: rows/s vs naive", "rows/s", figure(OURS, 1000, rows_per_s),
                 figure(NAIVE, 1000, rows_per_s), "(naive FastAPI)",

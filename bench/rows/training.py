@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 
 from bench import baselines, jobs
-from bench.report import Row, Target
+from bench.report import Row
 from bench.service import Service, running_service
 from bench.settings import Options
 from bench.stats import median
+from bench.targets import TARGETS
 
 IDLE_NOTEBOOK_SECONDS = 5.5  # the baselines README's figure on an idle 2-core machine
 
@@ -51,12 +52,12 @@ def run(options: Options, log: Callable[[str], None]) -> list[Row]:
     samples = {"service_s": ours, "sklearn_s": sklearn, "notebook_s": notebook}
     return [
         Row("1a", what, "s", median(ours), median(sklearn), "(sklearn MLPRegressor fit)",
-            Target("<=", 1.0, stretch=0.5), samples=samples,
+            TARGETS["1a"], samples=samples,
             note=f"{options.reps} reps each, interleaved; service = HTTP client wall time"),
         Row("1b", what, "s", median(ours), median(notebook), "(seed notebook train)",
-            Target("<=", 0.35), note=_notebook_note(notebook)),
+            TARGETS["1b"], note=_notebook_note(notebook)),
         Row("1c", "sinc job final train loss (MSE)", "loss", median(losses),
-            target=Target("<=", 0.005, on="project"), samples={"loss": losses}),
+            target=TARGETS["1c"], samples={"loss": losses}),
     ]  # fmt: skip
 
 
