@@ -23,10 +23,12 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-RETRY_ATTEMPTS = 6
-RETRY_BASE_SECONDS = 0.05
-RETRY_CAP_SECONDS = 2.0
+from service.tuning import (
+    RETRY_ATTEMPTS,
+    RETRY_BASE_SECONDS,
+    RETRY_CAP_SECONDS,
+    SQLITE_BUSY_TIMEOUT_MS,
+)
 
 log = logging.getLogger("service.db")
 P = ParamSpec("P")

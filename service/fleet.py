@@ -15,9 +15,7 @@ from sqlalchemy import delete, select, update
 from service.db import Database, retry_transient
 from service.models import WorkerRecord, utcnow
 from service.placement import device_kind
-
-# Rows of workers gone this long are deleted when another worker registers.
-FORGET_AFTER = timedelta(days=1)
+from service.tuning import FORGET_WORKERS_AFTER
 
 
 @retry_transient
@@ -26,7 +24,9 @@ def register(
 ) -> None:
     now = utcnow()
     with db.write() as session:
-        session.execute(delete(WorkerRecord).where(WorkerRecord.last_seen_at < now - FORGET_AFTER))
+        session.execute(
+            delete(WorkerRecord).where(WorkerRecord.last_seen_at < now - FORGET_WORKERS_AFTER)
+        )
         session.execute(delete(WorkerRecord).where(WorkerRecord.id == worker_id))
         session.add(
             WorkerRecord(

@@ -59,11 +59,6 @@ class Prediction:
         )
 
 
-# Up to this many rows x weights a forward pass takes well under a millisecond and may run on
-# the event loop; bigger ones go to a worker thread, so they cannot stall it.
-INLINE_WORK = 1_000_000
-
-
 def prediction_body(prediction: Prediction) -> dict[str, Any]:
     """The native protocol's answer: what the route and the fast path both send."""
     if prediction.labels is not None:
@@ -156,11 +151,6 @@ def load_predictor(
             raise ModelNotReady(model_id, job.status)
         model, weights = row
     return build_predictor(model, weights, job.owner)
-
-
-# How often each API process reads the deletion log: a deleted model stops answering on
-# every replica within about this long (plus the read itself).
-DELETION_POLL_SECONDS = 0.25
 
 
 class PredictorCache:

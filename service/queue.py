@@ -40,6 +40,7 @@ from service.models import (
     ModelDeletion,
     utcnow,
 )
+from service.tuning import DELETION_LOG_KEEP
 
 
 def enqueue(session: Session, job: Job) -> None:
@@ -342,11 +343,6 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             raise Conflict(f"job {job_id} already {job.status}; there is nothing to cancel")
         return job
-
-
-# Entries of the deletion log older than this are pruned: every API process reads the log
-# several times a second, so a day is far more than any process needs to catch up.
-DELETION_LOG_KEEP = timedelta(days=1)
 
 
 @retry_transient

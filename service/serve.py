@@ -22,14 +22,9 @@ from service.api.app import create_asgi_app
 from service.api.auth import KeyRing
 from service.config import Settings
 from service.migrate import upgrade
+from service.tuning import RESTART_BACKOFF_SECONDS, STOP_GRACE_SECONDS
 
 log = logging.getLogger("service.serve")
-
-# How long a stopping worker may take to hand its job back before it is killed. Training
-# checks for the stop between batches, so this only has to outlast one batch and a checkpoint
-# write; docker-compose.yml's stop_grace_period is the same.
-STOP_GRACE_SECONDS = 30.0
-RESTART_BACKOFF_SECONDS = 1.0
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

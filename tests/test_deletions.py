@@ -13,6 +13,7 @@ from service.db import Database
 from service.inference import PredictorCache
 from service.models import ModelDeletion, utcnow
 from service.training.worker import Worker
+from service.tuning import DELETION_LOG_KEEP
 
 TINY = {
     "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": [[0.0], [0.3], [0.6], [0.9]]},
@@ -73,14 +74,14 @@ def test_the_deletion_log_is_pruned_but_its_sequence_never_goes_back(
     queue.delete_job(db, first)
     with db.write() as session:
         for entry in session.scalars(select(ModelDeletion)):
-            entry.deleted_at = utcnow() - queue.DELETION_LOG_KEEP - timedelta(seconds=1)
+            entry.deleted_at = utcnow() - DELETION_LOG_KEEP - timedelta(seconds=1)
     (last_seen,) = [seq for seq, _ in queue.deletions_after(db, 0)]
     queue.delete_job(db, second)
     # The stale entry is kept while it is the newest, so the next one still counts upwards.
     assert queue.deletions_after(db, last_seen) == [(last_seen + 1, second)]
     with db.write() as session:
         for entry in session.scalars(select(ModelDeletion)):
-            entry.deleted_at = utcnow() - queue.DELETION_LOG_KEEP - timedelta(seconds=1)
+            entry.deleted_at = utcnow() - DELETION_LOG_KEEP - timedelta(seconds=1)
     third = trained(client, settings, db)
     queue.delete_job(db, third)
     assert [model for _, model in queue.deletions_after(db, 0)] == [second, third]

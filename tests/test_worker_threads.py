@@ -12,7 +12,8 @@ import torch
 from service.config import Settings
 from service.db import Database
 from service.training.network import NetworkConfig
-from service.training.worker import SMALL_JOB_FLOPS, Worker
+from service.training.worker import Worker
+from service.tuning import SMALL_JOB_FLOPS
 
 SMALL = NetworkConfig(2, (16,), 1, "tanh", "tanh")
 BIG = NetworkConfig(64, (512, 512), 1, "relu", None)

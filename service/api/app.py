@@ -22,7 +22,8 @@ from service.api.predict_fast_path import PredictFastPath
 from service.api.routes import health, jobs, models, workers
 from service.api.state import ApiState
 from service.config import Settings
-from service.inference import DELETION_POLL_SECONDS, PredictorCache
+from service.inference import PredictorCache
+from service.tuning import DELETION_POLL_SECONDS
 
 log = logging.getLogger("service.api")
 

@@ -23,10 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.error_handlers import error_response
 from service.errors import PayloadTooLarge
-
-# Drained at most, before a refused request's connection closes: beyond this, a reset.
-DRAIN_MAX_BYTES = 64 * 1024 * 1024
-DRAIN_SECONDS = 5.0
+from service.tuning import DRAIN_MAX_BYTES, DRAIN_SECONDS
 
 
 def closes_after(scope: Scope) -> bool:

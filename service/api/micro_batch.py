@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.inference import INLINE_WORK, Prediction, Predictor, predict
-
-MAX_BATCH_ROWS = 4096
-# A batch is also flushed once its rows x weights reach this: on a wide model, a flush on the
-# event loop must stay short (a few milliseconds) however many requests joined it.
-MAX_BATCH_WORK = 4 * INLINE_WORK
+from service.inference import Prediction, Predictor, predict
+from service.tuning import MAX_BATCH_ROWS, MAX_BATCH_WORK
 
 
 @dataclass

@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.json_io import rows_of_numbers
 from service.api.state import ApiState
 from service.errors import ServiceError
-from service.inference import INLINE_WORK, prediction_body
+from service.inference import prediction_body
+from service.tuning import INLINE_WORK
 
 log = logging.getLogger("service.api")
 

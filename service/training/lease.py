@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from service import queue
 from service.config import Settings
 from service.db import Database
+from service.tuning import CANCEL_POLL_SECONDS
 
 log = logging.getLogger("service.worker")
 
@@ -31,11 +32,6 @@ class Interrupt:
         if self.reason is None or self.reason == "shutdown":
             self.reason = reason
         (self.stop if reason in STOPPING_REASONS else self.pause).set()
-
-
-# How often a running job looks for a cancel between heartbeats: a cheap read, so a cancel
-# stops training within a fraction of a second rather than a heartbeat (seconds).
-CANCEL_POLL_SECONDS = 0.2
 
 
 class LeaseKeeper(threading.Thread):

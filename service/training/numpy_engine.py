@@ -28,10 +28,7 @@ from service.training.engine import (
 )
 from service.training.network import NetworkConfig
 from service.training.numpy_network import ACTIVATIONS, Array
-
-# Below this many weights, per-operation overhead dominates and numpy beats autograd.
-MAX_PARAMETERS = 200_000
-
+from service.tuning import NUMPY_MAX_PARAMETERS
 
 # What this engine implements; for anything else, the autograd engine trains the job.
 OPTIMIZERS: frozenset[str] = frozenset({"adam", "adamw", "sgd"})
@@ -51,7 +48,7 @@ def can_train(network: NetworkConfig, device: torch.device, config: TrainingConf
 
 def supports(network: NetworkConfig, device: torch.device, config: TrainingConfig) -> bool:
     """Whether this engine is the faster choice for `network` on `device`."""
-    return can_train(network, device, config) and network.n_parameters <= MAX_PARAMETERS
+    return can_train(network, device, config) and network.n_parameters <= NUMPY_MAX_PARAMETERS
 
 
 LossGradient = Callable[[Array, Array], tuple[float, Array]]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from service.training.network import NetworkConfig
+from service.tuning import EINSUM_MAX_WEIGHTS
 
 Array = np.ndarray
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default
@@ -47,12 +48,6 @@ def _silu_grad(z: Array) -> Array:
     s = _sigmoid(z)
     out: Array = s * (1.0 + z * (1.0 - s))
     return out
-
-
-# Layers up to this many weights multiply with einsum's plain loops, whose float32 sums run in
-# the same order whatever the number of rows; BLAS (matmul) picks kernels by matrix shape, so a
-# row's last bits would depend on the batch it was served in. Above it, BLAS's speed wins.
-EINSUM_MAX_WEIGHTS = 8192
 
 
 class NumpyNetwork:

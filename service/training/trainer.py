@@ -23,13 +23,11 @@ from service.training.engine import Engine, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig
 from service.training.numpy_engine import NumpyEngine
 from service.training.torch_engine import TorchEngine
+from service.tuning import PAUSE_WAITS_FOR_EPOCHS_UNDER
 
 StopReason = Literal["completed", "early_stopped", "max_runtime", "cancelled", "paused"]
 EngineChoice = Literal["auto", "torch", "numpy"]
 
-# A shutdown that arrives mid-epoch waits for the epoch to end when epochs take less than this
-# (well inside the stop grace of service/serve.py); longer epochs stop at the next batch.
-PAUSE_WAITS_FOR_EPOCHS_UNDER = 2.0
 
 __all__ = ["EpochResult", "TrainingConfig", "TrainingDiverged", "TrainingResult", "train"]
 

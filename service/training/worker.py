@@ -50,11 +50,9 @@ from service.training.trainer import (
     engine_for,
     train,
 )
+from service.tuning import SMALL_JOB_FLOPS
 
 log = logging.getLogger("service.worker")
-
-# Below this many multiply-adds per epoch one thread beats several (thread hand-off dominates).
-SMALL_JOB_FLOPS = 50_000_000
 
 
 def worker_devices(setting: str) -> list[torch.device]:

@@ -12,7 +12,7 @@ from service import queue
 from service.api.deps import BatcherDep, DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
 from service.api.json_io import json_response, read_json, rows_of_numbers
 from service.errors import ModelNotReady, NotFound
-from service.inference import INLINE_WORK, predict, prediction_body
+from service.inference import predict, prediction_body
 from service.models import Job, LossRecord, Model
 from service.schemas import (
     MAX_OFFSET,
@@ -23,6 +23,7 @@ from service.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from service.tuning import INLINE_WORK
 
 router = APIRouter(prefix="/models", tags=["models"])
 
