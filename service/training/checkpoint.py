@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,18 @@ class UnusableCheckpoint(Exception):
     """A stored checkpoint this code cannot continue from (the job starts over instead)."""
 
 
+@dataclass
+class EarlyStopping:
+    """Early stopping's bookkeeping: the best validation loss so far, its epoch and weights,
+    and how many epochs have passed without beating it. The loop updates it each epoch; a
+    checkpoint carries a copy."""
+
+    best_val: float = math.inf
+    best_epoch: int | None = None
+    epochs_since_best: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     epoch: int  # the last completed epoch
@@ -42,17 +54,19 @@ class Checkpoint:
     state: EngineState
     engine: str = ""  # which engine and device wrote it: for logs and warnings only
     device: str = ""
-    best_val: float = math.inf
-    best_epoch: int | None = None
-    epochs_since_best: int = 0
-    best_weights: dict[str, torch.Tensor] | None = None
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+
+    def resume_early_stopping(self) -> EarlyStopping:
+        """A copy the resumed loop may update (a checkpoint stays as it was taken)."""
+        return replace(self.early_stopping)
 
     def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {f"{WEIGHTS}{k}": v for k, v in self.state.weights.items()}
         for name, slots in self.state.optimizer.items():
             for slot, value in slots.items():
                 tensors[f"{OPTIMIZER}{name}.{slot}"] = value
-        for k, v in (self.best_weights or {}).items():
+        stopping = self.early_stopping
+        for k, v in (stopping.best_weights or {}).items():
             tensors[f"{BEST}{k}"] = v
         metadata = {
             "format_version": FORMAT_VERSION,
@@ -60,9 +74,9 @@ class Checkpoint:
             "device": self.device,
             "epoch": self.epoch,
             "seconds": self.seconds,
-            "best_val": None if math.isinf(self.best_val) else self.best_val,
-            "best_epoch": self.best_epoch,
-            "epochs_since_best": self.epochs_since_best,
+            "best_val": None if math.isinf(stopping.best_val) else stopping.best_val,
+            "best_epoch": stopping.best_epoch,
+            "epochs_since_best": stopping.epochs_since_best,
         }
         return tensors, metadata
 
@@ -89,10 +103,12 @@ class Checkpoint:
                 state=EngineState(weights=prefixed(WEIGHTS), optimizer=optimizer),
                 engine=str(metadata.get("engine", "")),
                 device=str(metadata.get("device", "")),
-                best_val=math.inf if best_val is None else float(best_val),
-                best_epoch=metadata.get("best_epoch"),
-                epochs_since_best=int(metadata.get("epochs_since_best", 0)),
-                best_weights=prefixed(BEST) or None,
+                early_stopping=EarlyStopping(
+                    best_val=math.inf if best_val is None else float(best_val),
+                    best_epoch=metadata.get("best_epoch"),
+                    epochs_since_best=int(metadata.get("epochs_since_best", 0)),
+                    best_weights=prefixed(BEST) or None,
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UnusableCheckpoint(f"its metadata is incomplete: {exc!r}") from exc
@@ -101,8 +117,8 @@ class Checkpoint:
         """Raise UnusableCheckpoint unless this checkpoint continues `network` under `optimizer`."""
         expected = parameter_shapes(network)
         _check_same_shapes("weights", self.state.weights, expected)
-        if self.best_weights is not None:
-            _check_same_shapes("best weights", self.best_weights, expected)
+        if self.early_stopping.best_weights is not None:
+            _check_same_shapes("best weights", self.early_stopping.best_weights, expected)
         known_slots = set(OPTIMIZER_SLOTS.get(optimizer, ()))
         for name, slots in self.state.optimizer.items():
             if name not in expected:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from service.loss_history import EpochResult
 from service.training import numpy_engine
-from service.training.checkpoint import Checkpoint
+from service.training.checkpoint import Checkpoint, EarlyStopping
 from service.training.data import TrainingTensors, epoch_order
 from service.training.engine import Engine, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig
@@ -109,15 +109,16 @@ def train(
     """
     device = data.x_train.device
     trainer = make_engine(network, architecture, config, device, engine)
-    run = RunState()
+    first_epoch, seconds_before, stopping = 1, 0.0, EarlyStopping()
     if resume is not None:
         resume.check_fits(architecture, config.optimizer)
         trainer.load_state(resume.state)
-        run = RunState.resumed_from(resume)
+        first_epoch, seconds_before = resume.epoch + 1, resume.seconds
+        stopping = resume.resume_early_stopping()
     n_rows = data.x_train.shape[0]
     batch_size = min(config.batch_size, n_rows)
-    result = TrainingResult(state={}, engine=trainer.name, best_epoch=run.best_epoch)
-    started = time.perf_counter() - run.seconds_before
+    result = TrainingResult(state={}, engine=trainer.name, best_epoch=stopping.best_epoch)
+    started = time.perf_counter() - seconds_before
 
     def over_runtime() -> bool:
         limit = config.max_runtime_seconds
@@ -138,9 +139,7 @@ def train(
     def epoch_seconds() -> float:
         """How long the last epoch took."""
         history = result.history
-        return history[-1].seconds - (
-            history[-2].seconds if len(history) > 1 else run.seconds_before
-        )
+        return history[-1].seconds - (history[-2].seconds if len(history) > 1 else seconds_before)
 
     def checkpoint(epoch: int) -> Checkpoint:
         return Checkpoint(
@@ -149,13 +148,10 @@ def train(
             state=trainer.state(),
             engine=trainer.name,
             device=str(device),
-            best_val=run.best_val,
-            best_epoch=run.best_epoch,
-            epochs_since_best=run.epochs_since_best,
-            best_weights=run.best_weights,
+            early_stopping=replace(stopping),
         )
 
-    for epoch in range(run.first_epoch, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         if should_pause is not None and should_pause():
             result.stop_reason = "paused"
             result.checkpoint = checkpoint(epoch - 1) if epoch > 1 else None
@@ -192,13 +188,17 @@ def train(
             on_epoch(record)
 
         if val_loss is not None and config.early_stopping_patience is not None:
-            if val_loss < run.best_val:
-                run.best_val, run.best_epoch, run.epochs_since_best = val_loss, epoch, 0
-                run.best_weights = trainer.weights()
+            if val_loss < stopping.best_val:
+                stopping.best_val, stopping.best_epoch, stopping.epochs_since_best = (
+                    val_loss,
+                    epoch,
+                    0,
+                )
+                stopping.best_weights = trainer.weights()
                 result.best_epoch = epoch
             else:
-                run.epochs_since_best += 1
-                if run.epochs_since_best >= config.early_stopping_patience:
+                stopping.epochs_since_best += 1
+                if stopping.epochs_since_best >= config.early_stopping_patience:
                     result.stop_reason = "early_stopped"
                     break
         if not epoch_loss.complete or over_runtime():
@@ -208,28 +208,6 @@ def train(
         if on_checkpoint and checkpoint_due and not last_epoch and checkpoint_due(epoch):
             on_checkpoint(checkpoint(epoch))
 
-    result.state = run.best_weights if run.best_weights is not None else trainer.weights()
+    best = stopping.best_weights
+    result.state = best if best is not None else trainer.weights()
     return result
-
-
-@dataclass
-class RunState:
-    """Where a run stands between epochs: what a checkpoint restores besides the engine."""
-
-    first_epoch: int = 1
-    seconds_before: float = 0.0
-    best_val: float = math.inf
-    best_epoch: int | None = None
-    epochs_since_best: int = 0
-    best_weights: dict[str, torch.Tensor] | None = None
-
-    @classmethod
-    def resumed_from(cls, checkpoint: Checkpoint) -> RunState:
-        return cls(
-            first_epoch=checkpoint.epoch + 1,
-            seconds_before=checkpoint.seconds,
-            best_val=checkpoint.best_val,
-            best_epoch=checkpoint.best_epoch,
-            epochs_since_best=checkpoint.epochs_since_best,
-            best_weights=checkpoint.best_weights,
-        )
