@@ -21,14 +21,17 @@ TINY = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
 
 
 def add_jobs(db: Database, settings: Settings, n: int, device: str = "auto") -> list[str]:
+    """`n` queued jobs, each created a millisecond after the one before: the order the claim
+    must follow, stated rather than left to the clock's resolution."""
     ids = []
-    for _ in range(n):
+    first = utcnow()
+    for i in range(n):
         request = JobCreate.model_validate({**TINY, "resources": {"device": device}})
         job = build_job(request, settings)
+        job.created_at = first + timedelta(milliseconds=i)
         with db.write() as session:
             queue.enqueue(session, job)
         ids.append(job.id)
-        time.sleep(0.002)  # distinct created_at, so the order is observable
     return ids
 
 

@@ -205,7 +205,12 @@ def train(
             result.stop_reason = "max_runtime"
             break
         last_epoch = epoch == config.epochs  # the run ends here: nothing left to resume
-        if on_checkpoint and checkpoint_due and not last_epoch and checkpoint_due(epoch):
+        # Where a shutdown would not wait for the next epoch to end, every epoch is worth a
+        # checkpoint: the job then resumes from the last completed epoch, whatever the interval.
+        due = checkpoint_due is not None and (
+            checkpoint_due(epoch) or epoch_seconds() >= PAUSE_WAITS_FOR_EPOCHS_UNDER
+        )
+        if on_checkpoint and due and not last_epoch:
             on_checkpoint(checkpoint(epoch))
 
     best = stopping.best_weights

@@ -110,3 +110,19 @@ def test_a_shutdown_lets_a_short_epoch_finish_and_checkpoints_exactly_there(
     assert [e.epoch for e in result.history] == [1, 2]
     assert all(loss.complete for loss in epochs_run) and len(epochs_run) == 2
     assert result.checkpoint is not None and result.checkpoint.epoch == 2
+
+
+@pytest.mark.parametrize(("long_after", "offered"), [(60.0, []), (0.0, [1, 2, 3])])
+def test_where_a_shutdown_would_not_wait_every_epoch_is_checkpointed(
+    monkeypatch: pytest.MonkeyPatch, long_after: float, offered: list[int]
+) -> None:
+    # Epochs count as long when they take at least `long_after` seconds: with 0, all of them.
+    monkeypatch.setattr(trainer_module, "PAUSE_WAITS_FOR_EPOCHS_UNDER", long_after)
+    checkpoints: list[int] = []
+    run(
+        rows(64),
+        TrainingConfig(epochs=4, batch_size=32),
+        checkpoint_due=lambda epoch: False,  # the interval never comes due
+        on_checkpoint=lambda checkpoint: checkpoints.append(checkpoint.epoch),
+    )
+    assert checkpoints == offered  # never after the last epoch: nothing is left to resume
