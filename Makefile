@@ -28,7 +28,7 @@ run: $(VENV)/.installed
 	$(BIN)/python -m service serve
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check service tests examples migrations bench
