@@ -37,7 +37,7 @@ from bench.jobs import notebook_job, sinc_points
 from bench.procs import Managed, free_port, wait_http
 from bench.settings import OUT_DIR, REPO
 from service.placement import JobShape, place
-from service.training.data import prepare
+from service.training.data import TrainingTensors, prepare
 from service.training.engine import TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.numpy_engine import supports as numpy_supports
@@ -72,9 +72,8 @@ def gpu() -> torch.device:
     return CPU if REHEARSAL else torch.device("cuda", 0)
 
 
-def notebook_tensors(device: torch.device) -> Any:
-    job = notebook_job()
-    x, y = np.asarray(job["data"]["x"]), np.asarray(job["data"]["y"])
+def regression_tensors(x: np.ndarray, y: np.ndarray, device: torch.device) -> TrainingTensors:
+    """A regression job's data as a worker prepares it: inputs scaled, no validation split."""
     return prepare(
         x,
         y,
@@ -87,11 +86,16 @@ def notebook_tensors(device: torch.device) -> Any:
     ).tensors
 
 
+def notebook_tensors(device: torch.device) -> TrainingTensors:
+    job = notebook_job()
+    return regression_tensors(np.asarray(job["data"]["x"]), np.asarray(job["data"]["y"]), device)
+
+
 def train_on(
     device: torch.device,
     engine: EngineChoice,
     network: NetworkConfig,
-    data: Any,
+    data: TrainingTensors,
     config: TrainingConfig,
 ) -> TrainingResult:
     torch.manual_seed(config.seed)
@@ -137,17 +141,7 @@ def histories(rows: list[Row]) -> dict[str, list[float]]:
 def epoch_seconds(
     device: torch.device, engine: EngineChoice, network: NetworkConfig, batch: int, n_rows: int
 ) -> float:
-    x, y = sinc_points(n_rows, seed=1)
-    data = prepare(
-        x,
-        y,
-        classification=False,
-        scale_inputs=True,
-        scale_targets=False,
-        validation_fraction=0.0,
-        seed=0,
-        device=device,
-    ).tensors
+    data = regression_tensors(*sinc_points(n_rows, seed=1), device)
     config = TrainingConfig(epochs=1, batch_size=batch)
     return train_on(device, engine, network, data, config).history[-1].seconds
 

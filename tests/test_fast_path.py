@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,9 +15,8 @@ from service.api.micro_batch import MicroBatcher
 from service.api.predict_fast_path import PredictFastPath
 from service.config import Settings
 from service.db import Database
-from service.inference import Predictor
 from service.training.worker import Worker
-from tests.test_micro_batch import concurrently, predictor, requests
+from tests.test_micro_batch import concurrently, counting, predictor, requests
 
 REGRESSION = {
     "data": {
@@ -105,16 +103,8 @@ def test_unknown_and_unready_models_are_answered_alike(
 
 
 def test_a_micro_batch_on_a_wide_model_is_flushed_by_its_work_not_its_rows() -> None:
-    model = predictor()
-    calls: list[int] = []
-    forward = model.forward
-
-    def counting(x: np.ndarray) -> np.ndarray:
-        calls.append(len(x))
-        return forward(x)
-
     # As if each row cost 10,000 weights: a batch holds at most 3 rows' worth of 30,000.
-    wide = Predictor(**{**model.__dict__, "forward": counting, "n_parameters": 10_000})
+    wide, calls = counting(predictor(), n_parameters=10_000)
     inputs = requests(40)
     asyncio.run(concurrently(MicroBatcher(max_work=30_000), wide, inputs))
     assert sum(calls) == sum(len(rows) for rows in inputs)  # every row answered once

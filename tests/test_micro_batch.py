@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,16 +62,20 @@ def test_concurrent_requests_get_exactly_their_own_rows(classes: list[str] | Non
             np.testing.assert_array_equal(result.values, alone.values)
 
 
-def test_concurrent_requests_share_forward_passes() -> None:
-    model = predictor()
+def counting(model: Predictor, **changes: Any) -> tuple[Predictor, list[int]]:
+    """The model (with `changes`), recording the rows of each forward pass it makes."""
     calls: list[int] = []
     forward = model.forward
 
-    def counting(x: np.ndarray) -> np.ndarray:
+    def counted(x: np.ndarray) -> np.ndarray:
         calls.append(len(x))
         return forward(x)
 
-    counted = Predictor(**{**model.__dict__, "forward": counting})
+    return Predictor(**{**model.__dict__, "forward": counted, **changes}), calls
+
+
+def test_concurrent_requests_share_forward_passes() -> None:
+    counted, calls = counting(predictor())
     asyncio.run(concurrently(MicroBatcher(), counted, requests(40)))
     assert len(calls) == 1  # all 40 arrived in one turn of the loop
 

@@ -10,10 +10,11 @@ import torch
 
 from service.training import trainer as trainer_module
 from service.training.data import TrainingTensors
-from service.training.engine import Engine, EpochLoss, StopCheck, TrainingConfig
+from service.training.engine import TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import TrainingResult, train
 from tests.support import cpu_tensors
+from tests.training.engine_spy import SpiedEpoch, spy_on_engines
 
 ARCHITECTURE = NetworkConfig(2, (8,), 1, "tanh", None)
 
@@ -25,30 +26,9 @@ def rows(n: int) -> TrainingTensors:
 
 
 @pytest.fixture
-def epochs_run(monkeypatch: pytest.MonkeyPatch) -> list[EpochLoss]:
-    """What each pass of the engine reported: how many batches it ran, and whether all."""
-    seen: list[EpochLoss] = []
-    real_make_engine = trainer_module.make_engine
-
-    class Reporting:
-        def __init__(self, inner: Engine) -> None:
-            self.inner = inner
-            self.name = inner.name
-
-        def train_epoch(
-            self, x: torch.Tensor, y: torch.Tensor, batch_size: int, stop: StopCheck | None
-        ) -> EpochLoss:
-            loss = self.inner.train_epoch(x, y, batch_size, stop)
-            seen.append(loss)
-            return loss
-
-        def __getattr__(self, attribute: str) -> Any:
-            return getattr(self.inner, attribute)
-
-    monkeypatch.setattr(
-        trainer_module, "make_engine", lambda *a, **k: Reporting(real_make_engine(*a, **k))
-    )
-    return seen
+def spied(monkeypatch: pytest.MonkeyPatch) -> list[SpiedEpoch]:
+    """Each pass of the engine: how many batches it ran, and whether all."""
+    return spy_on_engines(monkeypatch)
 
 
 def run(data: TrainingTensors, config: TrainingConfig, **kwargs: Any) -> TrainingResult:
@@ -57,12 +37,12 @@ def run(data: TrainingTensors, config: TrainingConfig, **kwargs: Any) -> Trainin
 
 
 def test_the_runtime_limit_stops_inside_a_long_epoch_and_keeps_what_it_trained(
-    epochs_run: list[EpochLoss],
+    spied: list[SpiedEpoch],
 ) -> None:
     data = rows(20_000)  # 20,000 batches of one row: far longer than the limit
     result = run(data, TrainingConfig(epochs=3, batch_size=1, max_runtime_seconds=0.05))
     assert result.stop_reason == "max_runtime"
-    (partial,) = epochs_run
+    (partial,) = [epoch.loss for epoch in spied]
     assert not partial.complete and 0 < partial.batches < 20_000
     assert [e.epoch for e in result.history] == [1]  # the partial epoch is recorded
     assert result.history[0].train_loss == partial.mean
@@ -70,7 +50,7 @@ def test_the_runtime_limit_stops_inside_a_long_epoch_and_keeps_what_it_trained(
 
 
 def test_a_shutdown_stops_a_long_epoch_at_its_next_batch_with_nothing_to_checkpoint(
-    epochs_run: list[EpochLoss],
+    spied: list[SpiedEpoch],
 ) -> None:
     asked = 0
 
@@ -87,12 +67,12 @@ def test_a_shutdown_stops_a_long_epoch_at_its_next_batch_with_nothing_to_checkpo
     assert result.stop_reason == "paused"
     assert result.checkpoint is None  # the next attempt resumes from the last stored one
     assert result.history == []
-    (partial,) = epochs_run
+    (partial,) = [epoch.loss for epoch in spied]
     assert not partial.complete and partial.batches < 10
 
 
 def test_a_shutdown_lets_a_short_epoch_finish_and_checkpoints_exactly_there(
-    epochs_run: list[EpochLoss],
+    spied: list[SpiedEpoch],
 ) -> None:
     asked = 0
 
@@ -108,7 +88,7 @@ def test_a_shutdown_lets_a_short_epoch_finish_and_checkpoints_exactly_there(
     )
     assert result.stop_reason == "paused"
     assert [e.epoch for e in result.history] == [1, 2]
-    assert all(loss.complete for loss in epochs_run) and len(epochs_run) == 2
+    assert [epoch.loss.complete for epoch in spied] == [True, True]
     assert result.checkpoint is not None and result.checkpoint.epoch == 2
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from service.store import decode_checkpoint, encode_checkpoint
-from service.training import trainer as trainer_module
 from service.training.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
@@ -18,10 +17,11 @@ from service.training.checkpoint import (
     parameter_shapes,
 )
 from service.training.data import TrainingTensors, epoch_order
-from service.training.engine import Engine, EpochLoss, StopCheck, TrainingConfig
+from service.training.engine import TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import EngineChoice, EpochResult, TrainingResult, train
 from tests.support import cpu_tensors, sinc_data
+from tests.training.engine_spy import spy_on_engines
 
 ARCHITECTURE = NetworkConfig(2, (16, 8), 1, "tanh", "tanh")
 ENGINES: list[EngineChoice] = ["numpy", "torch"]
@@ -80,30 +80,11 @@ def test_an_epoch_s_order_depends_on_seed_and_epoch_alone() -> None:
 
 def test_both_engines_train_on_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop hands each engine the same rows in the same order, epoch after epoch."""
-    seen: dict[str, list[torch.Tensor]] = {"numpy": [], "torch": []}
-    real_make_engine = trainer_module.make_engine
-
-    class Recording:
-        def __init__(self, inner: Engine) -> None:
-            self.inner = inner
-            self.name = inner.name
-
-        def train_epoch(
-            self, x: torch.Tensor, y: torch.Tensor, batch_size: int, stop: StopCheck | None
-        ) -> EpochLoss:
-            seen[self.name].append(torch.cat([x, y], dim=1).clone())
-            return self.inner.train_epoch(x, y, batch_size, stop)
-
-        def __getattr__(self, attribute: str) -> Any:
-            return getattr(self.inner, attribute)
-
-    def recording_engine(*args: Any, **kwargs: Any) -> Any:
-        return Recording(real_make_engine(*args, **kwargs))
-
-    monkeypatch.setattr(trainer_module, "make_engine", recording_engine)
+    spied = spy_on_engines(monkeypatch)
     config = TrainingConfig(epochs=4, batch_size=32, seed=11)
     for engine in ENGINES:
         run(engine, config, data())
+    seen = {name: [e.rows for e in spied if e.engine == name] for name in ENGINES}
     assert len(seen["numpy"]) == len(seen["torch"]) == 4
     for numpy_rows, torch_rows in zip(seen["numpy"], seen["torch"], strict=True):
         assert torch.equal(numpy_rows, torch_rows)
