@@ -14,7 +14,10 @@ from typing import IO, Any
 import httpx
 import numpy as np
 import torch
+from sqlalchemy import select
 
+from service.db import Database
+from service.models import CheckpointRecord
 from service.training.data import TrainingTensors, prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,3 +189,15 @@ def wait_for_job(
             return job
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} did not reach {statuses}: {job}")
+
+
+def checkpointed_epoch(database_url: str, job_id: str) -> int | None:
+    """The epoch of the job's stored checkpoint, if it has one (read from the database)."""
+    db = Database(database_url)
+    try:
+        with db.read() as session:
+            return session.scalar(
+                select(CheckpointRecord.epoch).where(CheckpointRecord.job_id == job_id)
+            )
+    finally:
+        db.dispose()

@@ -12,14 +12,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import select
 
-from service.db import Database
-from service.models import CheckpointRecord
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import EngineChoice, TrainingConfig, train
 from tests.reliability.conftest import Start
-from tests.support import cpu_tensors, sinc_data, wait_for_job
+from tests.support import checkpointed_epoch, cpu_tensors, sinc_data, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -52,17 +49,6 @@ def unbroken_history(body: dict[str, Any], engine: EngineChoice) -> list[float]:
         engine=engine,
     )
     return [e.train_loss for e in result.history]
-
-
-def checkpointed_epoch(database_url: str, job_id: str) -> int | None:
-    db = Database(database_url)
-    try:
-        with db.read() as session:
-            return session.scalar(
-                select(CheckpointRecord.epoch).where(CheckpointRecord.job_id == job_id)
-            )
-    finally:
-        db.dispose()
 
 
 @pytest.mark.parametrize(("first", "second"), [("numpy", "torch"), ("torch", "numpy")])

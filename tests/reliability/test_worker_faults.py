@@ -14,7 +14,13 @@ import torch
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import TrainingConfig, train
 from tests.reliability.conftest import Start
-from tests.support import ServiceProcess, cpu_tensors, sinc_data, wait_for_job
+from tests.support import (
+    ServiceProcess,
+    checkpointed_epoch,
+    cpu_tensors,
+    sinc_data,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -75,12 +81,15 @@ def reference_history(body: dict[str, Any]) -> list[float]:
 
 
 def test_a_killed_worker_s_job_resumes_from_its_checkpoint_and_matches_an_unbroken_run(
-    api: httpx.Client, start: Start
+    api: httpx.Client, start: Start, database_url: str
 ) -> None:
     body = long_job()
     first = start("worker", **CHECKPOINT_FAST)
     job_id = submit(api, body)
     wait_until(lambda: running_on(api, job_id, min_epoch=EPOCHS // 4), what="progress")
+    # Progress alone does not mean a checkpoint was written yet (on a fast machine the first
+    # one can come after epoch EPOCHS // 4): kill only once there is one to resume from.
+    wait_until(lambda: checkpointed_epoch(database_url, job_id), what="a checkpoint")
     first.signal(signal.SIGKILL)
     first.process.wait()  # type: ignore[union-attr]
     killed_at = api.get(f"/jobs/{job_id}").json()["epoch"]
