@@ -17,7 +17,7 @@ import torch
 from sqlalchemy import select
 
 from service.db import Database
-from service.models import CheckpointRecord
+from service.models import CheckpointRecord, Model
 from service.training.data import TrainingTensors, prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,3 +201,26 @@ def checkpointed_epoch(database_url: str, job_id: str) -> int | None:
             )
     finally:
         db.dispose()
+
+
+def submit_job(client: httpx.Client, body: dict[str, Any]) -> str:
+    """POST /jobs, which must accept the job; its id. (A TestClient is an httpx.Client.)"""
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def placeholder_model(job_id: str) -> Model:
+    """A model row for queue-level tests, which store models but never load them."""
+    return Model(
+        id=job_id,
+        task="regression",
+        architecture={},
+        weights=b"",
+        scalers={},
+        n_features=1,
+        n_outputs=1,
+        classes=None,
+        metrics={},
+    )

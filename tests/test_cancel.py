@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from service import queue
 from service.config import Settings
 from service.db import Database
-from service.models import Model
 from service.training.worker import Worker
+from tests.support import placeholder_model, submit_job
 
 TINY: dict[str, Any] = {
     "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": [[0.0], [0.3], [0.6], [0.9]]},
@@ -22,10 +22,7 @@ TINY: dict[str, Any] = {
 
 
 def submit(client: TestClient, body: dict[str, Any] = TINY) -> str:
-    response = client.post("/jobs", json=body)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
+    return submit_job(client, body)
 
 
 def test_a_cancel_accepted_while_the_job_runs_wins_over_its_finish(
@@ -36,17 +33,7 @@ def test_a_cancel_accepted_while_the_job_runs_wins_over_its_finish(
     accepted = client.post(f"/jobs/{job_id}/cancel")
     assert accepted.status_code == 200 and accepted.json()["cancel_requested"]
     # The worker finishes before it noticed: the cancel still wins, and no model is stored.
-    model = Model(
-        id=job_id,
-        task="regression",
-        architecture={},
-        weights=b"",
-        scalers={},
-        n_features=1,
-        n_outputs=1,
-        classes=None,
-        metrics={},
-    )
+    model = placeholder_model(job_id)
     assert queue.finish_succeeded(db, job_id, "w1", model, [], None) == "cancelled"
     assert client.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
     predict = client.post(f"/models/{job_id}/predict", json={"inputs": [[1.0]]})

@@ -13,9 +13,10 @@ from service.config import Settings
 from service.db import Base, Database, make_engine
 from service.loss_history import EpochResult
 from service.migrate import alembic_config, upgrade
-from service.models import Job, JobStatus, Model
+from service.models import Job, JobStatus
 from service.schemas import JobCreate
 from service.submission import build_job
+from tests.support import placeholder_model
 
 TINY_JOB = {"data": {"x": [[0.0], [1.0]], "y": [[0.0], [1.0]]}, "training": {"epochs": 2}}
 
@@ -65,17 +66,7 @@ def test_an_upgrade_that_rebuilds_the_jobs_table_keeps_every_model_and_loss_row(
         queue.enqueue(session, job)
     assert queue.claim(db, "w1", 30) == job.id
     rows = [EpochResult(e, 1.0 / e, None, 0.1) for e in (1, 2)]
-    model = Model(
-        id=job.id,
-        task="regression",
-        architecture={},
-        weights=b"w",
-        scalers={},
-        n_features=1,
-        n_outputs=1,
-        classes=None,
-        metrics={},
-    )
+    model = placeholder_model(job.id)
     assert queue.finish_succeeded(db, job.id, "w1", model, rows, None) == "succeeded"
     db.dispose()
 

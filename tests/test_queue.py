@@ -16,6 +16,7 @@ from service.models import Job, JobStatus, LossRecord, Model, utcnow
 from service.schemas import JobCreate
 from service.submission import build_job
 from tests.claimer import claim_all
+from tests.support import placeholder_model
 
 TINY = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
 
@@ -49,20 +50,6 @@ def expire_lease(db: Database, job_id: str) -> None:
             .where(Job.id == job_id)
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
-
-
-def fake_model(job_id: str) -> Model:
-    return Model(
-        id=job_id,
-        task="regression",
-        architecture={},
-        weights=b"",
-        scalers={},
-        n_features=1,
-        n_outputs=1,
-        classes=None,
-        metrics={},
-    )
 
 
 def test_claim_takes_the_oldest_queued_job_once(db: Database, settings: Settings) -> None:
@@ -142,7 +129,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(db: Database, settings: Set
 
     row = EpochResult(2, 0.4, None, 0.2)
     assert not queue.record_progress(db, job_id, "slow", [row])
-    assert not queue.finish_succeeded(db, job_id, "slow", fake_model(job_id), [row], None)
+    assert not queue.finish_succeeded(db, job_id, "slow", placeholder_model(job_id), [row], None)
     assert not queue.finish_failed(db, job_id, "slow", "late")
     with db.read() as session:
         assert session.get(Model, job_id) is None
@@ -157,7 +144,7 @@ def test_succeeding_stores_model_and_loss_rows_together(db: Database, settings: 
     (job_id,) = add_jobs(db, settings, 1)
     queue.claim(db, "w1", 30)
     rows = [EpochResult(1, 0.5, 0.6, 0.1), EpochResult(2, 0.25, 0.3, 0.2)]
-    assert queue.finish_succeeded(db, job_id, "w1", fake_model(job_id), rows, best_epoch=2)
+    assert queue.finish_succeeded(db, job_id, "w1", placeholder_model(job_id), rows, best_epoch=2)
     done = job(db, job_id)
     assert (done.status, done.epoch, done.train_loss, done.val_loss, done.best_epoch) == (
         "succeeded",
@@ -218,7 +205,7 @@ def test_cancel_rules(db: Database, settings: Settings) -> None:
     assert queue.request_cancel(db, queued_id).status == JobStatus.CANCELLED
     assert queue.request_cancel(db, queued_id).status == JobStatus.CANCELLED  # idempotent
     queue.claim(db, "w1", 30)
-    queue.finish_succeeded(db, done_id, "w1", fake_model(done_id), [], None)
+    queue.finish_succeeded(db, done_id, "w1", placeholder_model(done_id), [], None)
     with pytest.raises(Conflict):
         queue.request_cancel(db, done_id)
     with pytest.raises(NotFound):

@@ -17,6 +17,7 @@ from service.loss_history import EpochResult
 from service.models import Job, WorkerRecord, utcnow
 from service.store import encode_checkpoint
 from service.training.worker import Worker
+from tests.support import submit_job
 
 JOB: dict[str, Any] = {
     "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": [[0.0], [0.3], [0.6], [0.9]]},
@@ -26,10 +27,7 @@ JOB: dict[str, Any] = {
 
 
 def submit(client: TestClient, body: dict[str, Any] = JOB) -> str:
-    response = client.post("/jobs", json=body)
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["id"]
-    return job_id
+    return submit_job(client, body)
 
 
 def interrupted_attempt(db: Database, job_id: str, checkpoint: bytes, epochs: int = 3) -> None:

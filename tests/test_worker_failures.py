@@ -12,6 +12,7 @@ from service.config import Settings
 from service.db import Database
 from service.models import Job
 from service.training.worker import Worker
+from tests.support import submit_job
 
 TINY: dict[str, Any] = {
     "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": [[0.0], [0.3], [0.6], [0.9]]},
@@ -20,8 +21,7 @@ TINY: dict[str, Any] = {
 
 
 def submit(client: TestClient) -> str:
-    job_id: str = client.post("/jobs", json=TINY).json()["id"]
-    return job_id
+    return submit_job(client, TINY)
 
 
 def test_a_job_whose_stored_data_cannot_be_read_fails_with_the_reason_and_others_go_on(
