@@ -128,13 +128,15 @@ def train(
         """Asked before each batch: long epochs must not outlast a cancel, a shutdown's grace
         or the runtime limit. A shutdown lets a short epoch finish, so that it hands back a
         checkpoint of exactly where it stopped."""
-        pausing = should_pause is not None and should_pause()
-        long_epochs = not result.history or epoch_seconds() >= PAUSE_WAITS_FOR_EPOCHS_UNDER
-        return (
-            (should_stop is not None and should_stop())
-            or (pausing and long_epochs)
-            or over_runtime()
-        )
+        if should_stop is not None and should_stop():
+            return True
+        if should_pause is not None and should_pause() and long_epochs():
+            return True
+        return over_runtime()
+
+    def long_epochs() -> bool:
+        """Whether a shutdown would not wait for this run's epochs to end."""
+        return not result.history or epoch_seconds() >= PAUSE_WAITS_FOR_EPOCHS_UNDER
 
     def epoch_seconds() -> float:
         """How long the last epoch took."""
@@ -207,9 +209,7 @@ def train(
         last_epoch = epoch == config.epochs  # the run ends here: nothing left to resume
         # Where a shutdown would not wait for the next epoch to end, every epoch is worth a
         # checkpoint: the job then resumes from the last completed epoch, whatever the interval.
-        due = checkpoint_due is not None and (
-            checkpoint_due(epoch) or epoch_seconds() >= PAUSE_WAITS_FOR_EPOCHS_UNDER
-        )
+        due = checkpoint_due is not None and (checkpoint_due(epoch) or long_epochs())
         if on_checkpoint and due and not last_epoch:
             on_checkpoint(checkpoint(epoch))
 
