@@ -48,11 +48,50 @@ class Settings(BaseSettings):
     api_keys_file: str | None = None
     admin_keys: str = ""
 
+    # -- HTTP connections (each bounds what one client can hold of the server) --
+    # Request line plus headers above this are refused with 431.
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
+    # A request's line and headers must arrive within this long of its first byte (or of the
+    # connection opening); its body within body_timeout_seconds of the headers.
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # An idle keep-alive connection is closed after this long.
+    keep_alive_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Open connections beyond this are closed at once; the process's open-file limit is raised
+    # to fit them (and the database's files) where the hard limit allows.
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+
     # Trust X-Forwarded-* from a reverse proxy on 127.0.0.1 (uvicorn's rule); off saves a layer.
     proxy_headers: bool = False
 
-    # Predictor cache in each API process (models are immutable, so caching is safe).
+    # Predictor cache in each API process (models are immutable, so caching is safe): at most
+    # this many models, and at most this many bytes of weights; least recently used go first.
     model_cache_size: Annotated[int, Field(ge=1)] = 256
+    model_cache_bytes: Annotated[int, Field(ge=1)] = 1024**3
+
+    # -- predict bounds --
+    # Rows x weights of one predict request: past it, 422 before any work.
+    max_predict_work: Annotated[int, Field(ge=1)] = 2_000_000_000
+    # A predict answer larger than this (estimated before the work) is refused with 422.
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    # A predict still computing after this long is abandoned with 503.
+    predict_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    # -- per-key quotas (with API keys; without them, the one anonymous owner has them) --
+    # Queued plus running jobs of one key; past it, 429 with Retry-After.
+    max_active_jobs_per_key: Annotated[int, Field(ge=1)] = 100
+    # Bytes one key may keep stored (training data, models, checkpoints); past it, 429.
+    max_stored_bytes_per_key: Annotated[int, Field(ge=1)] = 4 * 1024**3
+    # Finished jobs' training data is dropped this long after they end (models and loss
+    # histories stay); unset keeps it forever.
+    job_data_retention_seconds: Annotated[float, Field(gt=0)] | None = None
+
+    # -- files and secrets --
+    # Where the service keeps its own files (the owner secret; the default SQLite database).
+    data_dir: str = "data"
+    # The secret that keys owner digests (HMAC of the API key). Unset: generated into
+    # data_dir/owner_secret on first start. API replicas on several machines must share it.
+    owner_secret: str | None = None
 
     # Caps checked when a job is submitted, before anything is allocated.
     max_rows: Annotated[int, Field(ge=1)] = 1_000_000
@@ -62,6 +101,13 @@ class Settings(BaseSettings):
     max_layers: Annotated[int, Field(ge=1)] = 32
     max_epochs: Annotated[int, Field(ge=1)] = 100_000
     max_classes: Annotated[int, Field(ge=2)] = 10_000
+    # One class label's length, and all of a job's distinct labels together (characters).
+    max_label_chars: Annotated[int, Field(ge=1)] = 200
+    max_label_total_chars: Annotated[int, Field(ge=1)] = 1024 * 1024
+    # A job's estimated peak training memory (data, weights, optimizer state, one batch's
+    # activations) and its trained weights' size; past either, 422 at submit.
+    max_job_memory_bytes: Annotated[int, Field(ge=1)] = 4 * 1024**3
+    max_model_bytes: Annotated[int, Field(ge=1)] = 512 * 1024**2
 
     @field_validator("device")
     @classmethod

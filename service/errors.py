@@ -1,6 +1,7 @@
 """The errors the service answers with, each carrying the HTTP status and kind it maps to.
 
     ServiceError              500 internal_error (a bug if a client ever sees it)
+    ├── BadRequest            400 bad_request
     ├── InvalidInput          422 invalid_input
     ├── RequestInvalid        422 validation_error
     ├── Unauthorized          401 unauthorized
@@ -12,7 +13,10 @@
     │   └── ModelUnusable     409 model_unusable
     ├── PayloadTooLarge       413 payload_too_large
     ├── UnsupportedMediaType  415 unsupported_media_type
-    └── DatabaseUnavailable   503 unavailable
+    ├── QuotaExceeded         429 quota_exceeded
+    ├── HeadersTooLarge       431 headers_too_large
+    ├── DatabaseUnavailable   503 unavailable
+    └── Overloaded            503 overloaded
 
 The API turns each into {"error": kind, "detail": sentence}; nothing else reaches a client.
 Errors the framework raises by status alone (a 404 for an unknown path, a 405) take the kind of
@@ -32,6 +36,16 @@ class ServiceError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def response_headers(self) -> dict[str, str] | None:
+        return self.headers
+
+
+class BadRequest(ServiceError):
+    """A request the HTTP layer cannot take as meant (say, two Authorization headers)."""
+
+    status_code = 400
+    kind = "bad_request"
 
 
 class InvalidInput(ServiceError):
@@ -98,11 +112,38 @@ class UnsupportedMediaType(ServiceError):
     kind = "unsupported_media_type"
 
 
+class QuotaExceeded(ServiceError):
+    """This key holds as much as it may (active jobs, stored bytes): retry once some end."""
+
+    status_code = 429
+    kind = "quota_exceeded"
+
+    def __init__(self, detail: str, retry_after_seconds: int = 30) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class HeadersTooLarge(ServiceError):
+    status_code = 431
+    kind = "headers_too_large"
+
+
 class DatabaseUnavailable(ServiceError):
     """Busy or unreachable: the client should retry, and is told when."""
 
     status_code = 503
     kind = "unavailable"
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
+
+
+class Overloaded(ServiceError):
+    """The request's work ran past its deadline: the client may retry, or ask for less."""
+
+    status_code = 503
+    kind = "overloaded"
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": "1"}
 
 
@@ -119,6 +160,9 @@ KIND_OF_STATUS: dict[int, str] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         RequestInvalid,
+        QuotaExceeded,
+        HeadersTooLarge,
         DatabaseUnavailable,
+        BadRequest,
     )
 }

@@ -83,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(_request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("service error: %s", exc.detail)
-        return error_response(exc.status_code, exc.kind, exc.detail, exc.headers)
+        return error_response(exc.status_code, exc.kind, exc.detail, exc.response_headers())
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
