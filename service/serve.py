@@ -20,6 +20,7 @@ import uvicorn
 
 from service.api.app import create_asgi_app
 from service.api.auth import KeyRing
+from service.api.http_server import server_config
 from service.config import Settings
 from service.migrate import upgrade
 from service.tuning import RESTART_BACKOFF_SECONDS, STOP_GRACE_SECONDS
@@ -135,15 +136,7 @@ def run_api(settings: Settings) -> None:
     # collector's scans, which otherwise show up as latency spikes under load.
     gc.collect()
     gc.freeze()
-    config = uvicorn.Config(
-        app,
-        host=bind_address(settings),
-        port=settings.port,
-        log_level="info",
-        # Per-request log lines cost more than a cached prediction; errors are still logged.
-        access_log=False,
-        proxy_headers=settings.proxy_headers,
-    )
+    config = server_config(app, settings, bind_address(settings))
     # uvicorn shuts down gracefully, restores the handlers it found and re-raises the signal.
     # Handlers that only log let the caller go on to stop the workers and exit cleanly.
     previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
