@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     # A job's estimated peak training memory (data, weights, optimizer state, one batch's
     # activations) and its trained weights' size; past either, 422 at submit.
     max_job_memory_bytes: Annotated[int, Field(ge=1)] = 4 * 1024**3
-    max_model_bytes: Annotated[int, Field(ge=1)] = 512 * 1024**2
+    max_model_bytes: Annotated[int, Field(ge=1)] = 256 * 1024**2
 
     @field_validator("device")
     @classmethod

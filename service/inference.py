@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 import torch.nn as nn
 from sqlalchemy import select
 
 from service import queue
+from service.config import Settings
 from service.db import Database
 from service.errors import InvalidInput, ModelNotReady, ModelUnusable, NotFound
 from service.models import Job, Model
@@ -25,6 +27,10 @@ from service.store import CorruptBlob, decode_weights
 from service.training.data import Scaler
 from service.training.network import NetworkConfig, build_network
 from service.training.numpy_network import NumpyNetwork
+from service.tuning import CHUNK_WORK
+
+# The longest a float64 prints as JSON (sign, 17 digits, point, exponent) plus its comma.
+FLOAT_JSON_BYTES = 25
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -35,11 +41,62 @@ class Predictor:
     owner: str  # the job's owner: checked on every request, cached or not
     task: str
     n_features: int
+    n_outputs: int
     n_parameters: int
     forward: Forward  # scaled float64 rows -> raw network outputs
     input_scaler: Scaler | None
     target_scaler: Scaler | None
     classes: list[Any] | None
+
+    @property
+    def n_bytes(self) -> int:
+        """Memory the ready predictor holds: its weights, kept once by torch and once in the
+        float32 copy the numpy forward pass uses."""
+        return 2 * 4 * self.n_parameters
+
+    @property
+    def answer_bytes_per_row(self) -> int:
+        """An upper bound on one row's share of the JSON answer (a float prints in at most
+        24 characters; a label as JSON, escapes included)."""
+        if self.classes is None:
+            return FLOAT_JSON_BYTES * self.n_outputs + 4
+        longest = max(len(orjson.dumps(label)) for label in self.classes)
+        return longest + FLOAT_JSON_BYTES * len(self.classes) + 8
+
+
+@dataclass(frozen=True)
+class PredictLimits:
+    """What one predict request may ask of the process (settings, service/config.py)."""
+
+    max_work: int
+    max_response_bytes: int
+    timeout_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PredictLimits:
+        return cls(
+            settings.max_predict_work,
+            settings.max_response_bytes,
+            settings.predict_timeout_seconds,
+        )
+
+    def check(self, predictor: Predictor, n_rows: int) -> None:
+        """Refuse, before any work, a request whose forward pass or answer is too big."""
+        work = n_rows * predictor.n_parameters
+        if work > self.max_work:
+            raise InvalidInput(
+                f"{n_rows} rows x {predictor.n_parameters} weights is more work than one request "
+                f"may ask ({self.max_work} rows x weights); send at most "
+                f"{max(1, self.max_work // predictor.n_parameters)} rows per request"
+            )
+        answer = n_rows * predictor.answer_bytes_per_row
+        if answer > self.max_response_bytes:
+            raise InvalidInput(
+                f"the answer to {n_rows} rows could take {answer} bytes, above the limit of "
+                f"{self.max_response_bytes}; send at most "
+                f"{max(1, self.max_response_bytes // predictor.answer_bytes_per_row)} rows "
+                "per request"
+            )
 
 
 @dataclass(frozen=True)
@@ -49,6 +106,21 @@ class Prediction:
     values: np.ndarray | None = None
     labels: list[Any] | None = None
     probabilities: np.ndarray | None = None
+
+    @staticmethod
+    def join(parts: list[Prediction]) -> Prediction:
+        """The predictions of consecutive row ranges, as one."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        if first.labels is not None:
+            return Prediction(
+                labels=[label for part in parts for label in part.labels or []],
+                probabilities=np.concatenate(
+                    [p.probabilities for p in parts if p.probabilities is not None]
+                ),
+            )
+        return Prediction(values=np.concatenate([p.values for p in parts if p.values is not None]))
 
     def slice(self, start: int, end: int) -> Prediction:
         """Rows start..end of a batched prediction."""
@@ -72,6 +144,15 @@ def check_features(predictor: Predictor, inputs: np.ndarray) -> None:
         raise InvalidInput(
             f"model {predictor.model_id} takes {predictor.n_features} features per row, got {width}"
         )
+
+
+def row_chunks(predictor: Predictor, inputs: np.ndarray) -> list[np.ndarray]:
+    """The rows in chunks of about CHUNK_WORK rows x weights: a large prediction runs a chunk
+    at a time, so its deadline and its client leaving are noticed between chunks."""
+    rows_per_chunk = max(1, CHUNK_WORK // predictor.n_parameters)
+    return [
+        inputs[start : start + rows_per_chunk] for start in range(0, len(inputs), rows_per_chunk)
+    ]
 
 
 def predict(predictor: Predictor, inputs: np.ndarray) -> Prediction:
@@ -130,6 +211,7 @@ def build_predictor(model: Model, weights: bytes, owner: str = "") -> Predictor:
         owner=owner,
         task=model.task,
         n_features=model.n_features,
+        n_outputs=model.n_outputs,
         n_parameters=config.n_parameters,
         forward=forward,
         input_scaler=Scaler.from_json(model.scalers.get("inputs")),
@@ -145,7 +227,7 @@ def load_predictor(
     with db.read() as session:
         job = session.execute(select(Job.status, Job.owner).where(Job.id == model_id)).one_or_none()
         if job is None or not can_see(job.owner):
-            raise NotFound(f"no model with id {model_id}")
+            raise no_such_model(model_id)
         row = session.execute(select(Model, Model.weights).where(Model.id == model_id)).first()
         if row is None:
             raise ModelNotReady(model_id, job.status)
@@ -153,14 +235,22 @@ def load_predictor(
     return build_predictor(model, weights, job.owner)
 
 
-class PredictorCache:
-    """A bounded LRU of ready predictors. Safe because stored models never change; only a
-    deletion ends one, and `refresh` (every DELETION_POLL_SECONDS) learns of those from the
-    database, whichever process deleted the model."""
+def no_such_model(model_id: str) -> NotFound:
+    """The one answer for an id that does not exist and for another owner's: same status, same
+    words, reached by the same database read, so neither tells the other apart."""
+    return NotFound(f"no job or model with id {model_id}")
 
-    def __init__(self, db: Database, capacity: int) -> None:
+
+class PredictorCache:
+    """An LRU of ready predictors, bounded by count and by the bytes their weights hold. Safe
+    because stored models never change; only a deletion ends one, and `refresh` (every
+    DELETION_POLL_SECONDS) learns of those from the database, whichever process deleted it."""
+
+    def __init__(self, db: Database, capacity: int, capacity_bytes: int | None = None) -> None:
         self._db = db
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes
+        self._bytes = 0
         self._entries: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         # Models deleted while this process runs are never cached again, even by a load that
@@ -177,24 +267,36 @@ class PredictorCache:
             return predictor
 
     def get(self, model_id: str, can_see: Callable[[str], bool] = lambda owner: True) -> Predictor:
-        """The predictor, loading it from the database on a miss (blocking I/O)."""
+        """The predictor, loading it from the database on a miss (blocking I/O). A cached
+        model the caller may not see is looked up like an unknown one (no_such_model)."""
         predictor = self.cached(model_id)
-        if predictor is not None:
+        if predictor is not None and can_see(predictor.owner):
             return predictor
         predictor = load_predictor(self._db, model_id, can_see)
         with self._lock:
-            if model_id in self._deleted:
-                return predictor  # this request began before the deletion; later ones will not
+            if model_id in self._deleted or model_id in self._entries:
+                return predictor  # deleted meanwhile, or another request cached it already
+            if self._capacity_bytes is not None and predictor.n_bytes > self._capacity_bytes:
+                return predictor  # it alone would empty the cache: serve it uncached
             self._entries[model_id] = predictor
-            self._entries.move_to_end(model_id)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            self._bytes += predictor.n_bytes
+            while len(self._entries) > self._capacity or (
+                self._capacity_bytes is not None and self._bytes > self._capacity_bytes
+            ):
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.n_bytes
         return predictor
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
 
     def forget(self, model_id: str) -> None:
         """The model was deleted: drop it, and never cache it again."""
         with self._lock:
-            self._entries.pop(model_id, None)
+            dropped = self._entries.pop(model_id, None)
+            if dropped is not None:
+                self._bytes -= dropped.n_bytes
             self._deleted.add(model_id)
 
     def refresh(self) -> None:

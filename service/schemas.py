@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
     FiniteFloat,
+    Strict,
     StrictInt,
     model_validator,
 )
@@ -20,7 +22,11 @@ from service.vocabulary import REGRESSION_LOSSES, Activation, Loss, Optimizer
 Task = Literal["regression", "classification"]
 Scaling = Literal["standard", "none"]
 DeviceRequirement = Literal["auto", "cpu", "cuda"]
-Label = StrictInt | str
+# Integer labels within int64, so every store and client reads them back exactly.
+Label = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | str
+
+# A value of the data: an int or a finite float, never a bool (true is not 1.0).
+Number = Annotated[float, Strict(), AllowInfNan(False)]
 
 # Pagination offsets beyond this are refused (the database's integers are 64-bit).
 MAX_OFFSET = 1_000_000_000
@@ -43,11 +49,11 @@ class StrictModel(BaseModel):
 
 class TrainingData(StrictModel):
     x: Annotated[
-        list[Annotated[list[FiniteFloat], Field(min_length=1)]],
+        list[Annotated[list[Number], Field(min_length=1)]],
         Field(min_length=1, description="Rows of raw input features, all of one length."),
     ]
     y: Annotated[
-        list[list[FiniteFloat]] | list[Label | FiniteFloat],
+        list[list[Number]] | list[Label | Number],
         Field(
             min_length=1,
             description="Regression: rows of floats (or one float per row). "
@@ -240,7 +246,7 @@ class PredictRequest(StrictModel):
     )
 
     inputs: Annotated[
-        list[Annotated[list[FiniteFloat], Field(min_length=1)]],
+        list[Annotated[list[Number], Field(min_length=1)]],
         Field(min_length=1, description="Rows of raw (unscaled) input features."),
     ]
 
@@ -264,6 +270,9 @@ class LossHistoryOut(BaseModel):
     train_loss: list[float]
     val_loss: list[float | None] | None
     seconds: list[float]
+    next_from_epoch: int | None = Field(
+        default=None, description="More epochs follow: ask again with this from_epoch."
+    )
 
 
 class WorkerOut(BaseModel):

@@ -9,9 +9,11 @@ import numpy as np
 
 from service.config import Settings
 from service.errors import InvalidInput
+from service.job_size import JobSize
 from service.models import Job
 from service.schemas import JobCreate, JobSpec
 from service.store import Dataset, encode_dataset
+from service.training.network import NetworkConfig
 
 # float32 is what the network trains in: larger magnitudes would become infinities.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -78,11 +80,57 @@ def _check_limits(request: JobCreate, settings: Settings, n_rows: int, n_feature
             f"{request.training.epochs} epochs exceed the limit of {settings.max_epochs}"
         )
     if request.task == "classification":
-        n_classes = len(set(request.data.y))
-        if n_classes > settings.max_classes:
-            problems.append(f"{n_classes} classes exceed the limit of {settings.max_classes}")
+        problems += _label_problems(request, settings)
+    if not problems:  # the estimate assumes the shapes above are sane
+        problems += _size_of(request, n_rows, n_features).problems(settings)
     if problems:
         raise InvalidInput("; ".join(problems))
+
+
+def _label_problems(request: JobCreate, settings: Settings) -> list[str]:
+    """Labels come back in every prediction: their count and length bound each answer."""
+    classes = set(request.data.y)
+    if len(classes) > settings.max_classes:
+        return [f"{len(classes)} classes exceed the limit of {settings.max_classes}"]
+    lengths = [len(label) for label in classes if isinstance(label, str)]
+    problems = []
+    if lengths and max(lengths) > settings.max_label_chars:
+        problems.append(
+            f"a class label of {max(lengths)} characters exceeds the limit of "
+            f"{settings.max_label_chars}"
+        )
+    if sum(lengths) > settings.max_label_total_chars:
+        problems.append(
+            f"the class labels take {sum(lengths)} characters together, above the limit of "
+            f"{settings.max_label_total_chars}"
+        )
+    return problems
+
+
+def _size_of(request: JobCreate, n_rows: int, n_features: int) -> JobSize:
+    first_y = request.data.y[0]
+    if request.task == "classification":
+        n_outputs, n_target_columns = len(set(request.data.y)), 1
+    else:
+        n_outputs = len(first_y) if isinstance(first_y, list) else 1
+        n_target_columns = n_outputs
+    network = NetworkConfig(
+        n_inputs=n_features,
+        hidden_layers=tuple(request.model.hidden_layers),
+        n_outputs=n_outputs,
+        activation=request.model.activation,
+        output_activation=request.model.output_activation,
+    )
+    training = request.training
+    return JobSize.estimate(
+        network,
+        n_rows=n_rows,
+        n_target_columns=n_target_columns,
+        batch_size=min(training.batch_size, n_rows),
+        n_validation_rows=round(n_rows * training.validation_fraction),
+        optimizer=training.optimizer,
+        momentum=training.momentum,
+    )
 
 
 def _to_dataset(request: JobCreate) -> Dataset:

@@ -15,6 +15,10 @@ RETRY_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.05
 RETRY_CAP_SECONDS = 2.0
 
+# The largest value either database stores in one column (SQLite's default SQLITE_MAX_LENGTH
+# and PostgreSQL's bytea are both 1 GB), with a margin for the format's own header.
+DATABASE_VALUE_LIMIT = 900_000_000
+
 # -- queue and fleet (service/queue.py, service/fleet.py) --
 # Entries of the deletion log older than this are pruned: every API process reads the log
 # several times a second, so a day is far more than any process needs to catch up.
@@ -26,6 +30,11 @@ FORGET_WORKERS_AFTER = timedelta(days=1)
 # Up to this many rows x weights a forward pass takes well under a millisecond and may run on
 # the event loop; bigger ones go to a worker thread, so they cannot stall it.
 INLINE_WORK = 1_000_000
+# A large prediction runs in chunks of about this many rows x weights (tens of milliseconds),
+# so its deadline and its client's disconnect are noticed between chunks.
+CHUNK_WORK = 100_000_000
+# Predict bodies larger than this are parsed in a worker thread, so they cannot stall the loop.
+OFF_LOOP_PARSE_BYTES = 256 * 1024
 # How often each API process reads the deletion log: a deleted model stops answering on every
 # replica within about this long (plus the read itself).
 DELETION_POLL_SECONDS = 0.25

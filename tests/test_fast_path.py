@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app, create_asgi_app
+from service.api.gate import Gate
 from service.api.micro_batch import MicroBatcher
 from service.api.predict_fast_path import PredictFastPath
 from service.config import Settings
@@ -39,9 +40,9 @@ def both(
 ) -> Iterator[tuple[TestClient, TestClient, PredictFastPath]]:
     """The served app (fast path in front) and the bare FastAPI app, on one database."""
     served = create_asgi_app(settings)
-    assert isinstance(served, PredictFastPath)
+    assert isinstance(served, Gate) and isinstance(served.app, PredictFastPath)
     with TestClient(served) as fast, TestClient(create_app(settings)) as route:
-        yield fast, route, served
+        yield fast, route, served.app
 
 
 def trained(client: TestClient, settings: Settings, db: Database, body: dict[str, Any]) -> str:
@@ -58,7 +59,8 @@ def test_the_fast_path_answers_ordinary_requests_itself(
     body = b'{"inputs": [[1.0, 2.0], [0.5, 0.5]]}'
     assert fast.post(f"/models/{model_id}/predict", content=body, headers=JSON).status_code == 200
     # Now cached: the fast path has the answer without the framework.
-    answer = fast.portal.call(served.answer, model_id, {}, body)  # type: ignore[union-attr]
+    scope = {"type": "http", "headers": []}
+    answer = fast.portal.call(served.answer, scope, model_id, body)  # type: ignore[union-attr]
     assert answer == fast.post(f"/models/{model_id}/predict", content=body, headers=JSON).content
 
 

@@ -27,6 +27,7 @@ def predictor(classes: list[str] | None = None) -> Predictor:
         owner="",
         task="classification" if classes else "regression",
         n_features=2,
+        n_outputs=config.n_outputs,
         n_parameters=config.n_parameters,
         forward=NumpyNetwork(config, build_network(config).state_dict()),
         input_scaler=Scaler(mean=np.array([0.5, -0.5]), scale=np.array([2.0, 3.0])),

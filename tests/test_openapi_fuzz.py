@@ -19,6 +19,7 @@ from service.migrate import upgrade
 from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e
+KEY = "fuzz-key"
 
 
 # The schema the app publishes (building it needs no database), fuzzed against a live process.
@@ -31,12 +32,27 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     database_url = f"sqlite:///{folder / 'service.db'}"
     upgrade(database_url)
     # The API alone: fuzzed jobs are accepted and queued, but nothing trains them.
-    server = ServiceProcess(database_url, "api", log_path=folder / "api.log").start()
+    # With a key configured, so the schema's bearer scheme is enforced and fuzzed too (a
+    # generated bad key must get 401).
+    server = ServiceProcess(
+        database_url, "api", log_path=folder / "api.log", env={"SERVICE_API_KEYS": KEY}
+    ).start()
     try:
         yield server.url
     finally:
         assert server.stop() == 0
         assert "Traceback" not in server.log_tail(100_000)
+
+
+@schema.auth()
+class ApiKey:
+    """The valid key on every case, except those schemathesis generates without one."""
+
+    def get(self, case: schemathesis.Case, context: object) -> str:
+        return KEY
+
+    def set(self, case: schemathesis.Case, data: str, context: object) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
 @schema.parametrize()

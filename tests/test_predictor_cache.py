@@ -1,5 +1,6 @@
-"""The API's predictor cache stays within SERVICE_MODEL_CACHE_SIZE, and a model it dropped is
-still served: reloaded from the database, with the same answers."""
+"""The API's predictor cache stays within SERVICE_MODEL_CACHE_SIZE and
+SERVICE_MODEL_CACHE_BYTES, and a model it dropped is still served: reloaded from the database,
+with the same answers."""
 
 from __future__ import annotations
 
@@ -28,11 +29,24 @@ def job(seed: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def small_cache(settings: Settings, db: Database) -> Iterator[tuple[TestClient, PredictorCache]]:
-    app = create_asgi_app(settings.model_copy(update={"model_cache_size": LIMIT}))
+# Each test model's predictor holds this many bytes: 13 weights, twice, as float32.
+MODEL_BYTES = 2 * 4 * 13
+# The cache bounded by count, or by bytes to the same effect.
+BOUNDS = {
+    "by-count": {"model_cache_size": LIMIT},
+    "by-bytes": {"model_cache_bytes": LIMIT * MODEL_BYTES},
+}
+
+
+@pytest.fixture(params=sorted(BOUNDS))
+def small_cache(
+    request: pytest.FixtureRequest, settings: Settings, db: Database
+) -> Iterator[tuple[TestClient, PredictorCache]]:
+    app = create_asgi_app(settings.model_copy(update=BOUNDS[request.param]))
     with TestClient(app) as client:
-        yield client, app.state.predictors  # type: ignore[attr-defined]
+        predictors: PredictorCache = app.app.state.predictors  # type: ignore[attr-defined]
+        yield client, predictors
+        assert predictors.held_bytes <= LIMIT * MODEL_BYTES
 
 
 @pytest.fixture

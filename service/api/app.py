@@ -16,6 +16,7 @@ from service import __version__
 from service.api.auth import KeyRing
 from service.api.body_limit import BodySizeLimit
 from service.api.error_handlers import install_error_handlers
+from service.api.gate import Gate
 from service.api.micro_batch import MicroBatcher
 from service.api.openapi import install_openapi
 from service.api.predict_fast_path import PredictFastPath
@@ -80,11 +81,14 @@ async def watch_deletions(predictors: PredictorCache) -> None:
 
 
 def create_asgi_app(settings: Settings | None = None) -> ASGIApp:
-    """What the server runs: the app behind the predict fast path.
+    """What the server runs: the app behind the predict fast path, behind the gate that
+    authenticates from the headers before any body is read.
 
     The fast path sits outside FastAPI, so the common predict request skips even the
     framework's outer middleware; everything else (lifespan included) passes through.
     """
     settings = settings or Settings()
     app = create_app(settings)
-    return PredictFastPath(app, state=app.state.api, max_body_bytes=settings.max_body_bytes)
+    state: ApiState = app.state.api
+    fast_path = PredictFastPath(app, state=state, max_body_bytes=settings.max_body_bytes)
+    return Gate(fast_path, state.keys)

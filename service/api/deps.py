@@ -8,12 +8,13 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from service.api.auth import Principal
+from service.api.gate import authorization_header, principal_of
 from service.api.micro_batch import MicroBatcher
 from service.api.state import ApiState
 from service.config import Settings
 from service.db import Database
 from service.errors import NotFound, UnsupportedMediaType
-from service.inference import PredictorCache
+from service.inference import PredictLimits, PredictorCache
 from service.models import Job
 
 
@@ -36,11 +37,19 @@ async def get_predictors(request: Request) -> PredictorCache:
 
 
 async def get_principal(request: Request) -> Principal:
-    return api_state(request).keys.authenticate(request.headers.get("authorization"))
+    """The caller, as the gate found it; authenticated here only when the app runs without
+    the gate in front (tests that build the bare FastAPI app)."""
+    return principal_of(request.scope) or api_state(request).keys.authenticate(
+        authorization_header(request.scope)
+    )
 
 
 async def get_batcher(request: Request) -> MicroBatcher:
     return api_state(request).batcher
+
+
+async def get_predict_limits(request: Request) -> PredictLimits:
+    return api_state(request).limits
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -48,6 +57,7 @@ BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
+PredictLimitsDep = Annotated[PredictLimits, Depends(get_predict_limits)]
 
 
 async def require_json(request: Request) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from service.errors import (
@@ -22,6 +23,8 @@ from service.errors import (
 log = logging.getLogger("service.api")
 
 MAX_LISTED_ERRORS = 5
+# What a request whose client has gone is logged as (nginx's convention); no one receives it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(
@@ -115,6 +118,14 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
         error = DatabaseUnavailable("the database is busy or unreachable; retry")
         return error_response(error.status_code, error.kind, error.detail, error.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        # Not an error of ours, and nobody is left to answer: one quiet line, no traceback.
+        log.info(
+            "client left during %s %s before its body arrived", request.method, request.url.path
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

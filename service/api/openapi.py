@@ -2,7 +2,8 @@
 
 FastAPI documents request validation errors as its own `HTTPValidationError`; our handlers
 answer `{"error", "detail"}` instead, and a few statuses can come from any operation
-(401 with API keys on, 413 for a too-large body, 503 when the database is unreachable).
+(400 for two Authorization headers, 401 with API keys on, 413 for a too-large body, 503 when
+the database is unreachable). Every operation but the open ones declares the bearer scheme.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from service.schemas import ErrorOut
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 OPEN_PATHS = ("/healthz",)
+BEARER = "bearer"
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -31,6 +33,14 @@ def install_openapi(app: FastAPI) -> None:
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorOut"] = ErrorOut.model_json_schema()
+        # Declared, so clients and the interactive docs (/docs: Authorize) can send a key.
+        schema["components"]["securitySchemes"] = {
+            BEARER: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key from SERVICE_API_KEYS (when keys are configured).",
+            }
+        }
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
         for path, operations in schema.get("paths", {}).items():
@@ -41,7 +51,9 @@ def install_openapi(app: FastAPI) -> None:
                 if "requestBody" in operation:
                     responses.setdefault("413", _error("The body is over the size limit"))
                 if path not in OPEN_PATHS:
+                    operation["security"] = [{BEARER: []}]
                     responses.setdefault("401", _error("A valid API key is required"))
+                responses.setdefault("400", _error("More than one Authorization header"))
                 responses.setdefault("503", _error("The database is unreachable"))
         app.openapi_schema = schema
         return schema

@@ -18,7 +18,8 @@ import re
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.json_io import rows_of_numbers
+from service.api.gate import authorization_header, principal_of
+from service.api.json_io import parse_rows
 from service.api.state import ApiState
 from service.errors import ServiceError
 from service.inference import prediction_body
@@ -56,26 +57,26 @@ class PredictFastPath:
             return
         body, more = await read_body(receive)
         if not more:
-            answer = await self.answer(match.group(1), headers, body)
+            answer = await self.answer(scope, match.group(1), body)
             if answer is not None:
                 await send_json(send, answer)
                 return
         await self.app(scope, replay(body, more, receive), send)
 
-    async def answer(self, model_id: str, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
+    async def answer(self, scope: Scope, model_id: str, body: bytes) -> bytes | None:
         """The response body, or None when the full route should take the request."""
         predictors, keys = self.state.predictors, self.state.keys
         predictor = predictors.cached(model_id)
         if predictor is None:
             return None
         try:
-            authorization = headers.get(b"authorization")
-            principal = keys.authenticate(authorization.decode() if authorization else None)
+            principal = principal_of(scope) or keys.authenticate(authorization_header(scope))
             if not principal.can_see(predictor.owner):
                 return None
-            inputs = rows_of_numbers(orjson.loads(body))
+            inputs = parse_rows(body)
             if inputs.shape[0] * predictor.n_parameters > INLINE_WORK:
                 return None
+            self.state.limits.check(predictor, inputs.shape[0])
             prediction = await self.state.batcher.predict(predictor, inputs)
         except CLIENT_ERRORS as exc:  # the full route repeats the work and reports it
             log.debug("predict fast path: %s for model %s; the route answers", exc, model_id)

@@ -9,7 +9,7 @@ from service.api.auth import KeyRing
 from service.api.micro_batch import MicroBatcher
 from service.config import Settings
 from service.db import Database
-from service.inference import PredictorCache
+from service.inference import PredictLimits, PredictorCache
 
 
 @dataclass
@@ -17,10 +17,16 @@ class ApiState:
     settings: Settings
     keys: KeyRing
     batcher: MicroBatcher
+    limits: PredictLimits = field(init=False)
     # Opened by the lifespan, so nothing connects when the app is merely built.
     db: Database = field(init=False)
     predictors: PredictorCache = field(init=False)
 
+    def __post_init__(self) -> None:
+        self.limits = PredictLimits.from_settings(self.settings)
+
     def open(self) -> None:
         self.db = Database(self.settings.database_url)
-        self.predictors = PredictorCache(self.db, self.settings.model_cache_size)
+        self.predictors = PredictorCache(
+            self.db, self.settings.model_cache_size, self.settings.model_cache_bytes
+        )

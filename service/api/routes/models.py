@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from service import queue
-from service.api.deps import BatcherDep, DatabaseDep, PredictorsDep, PrincipalDep, job_or_404
-from service.api.json_io import json_response, read_json, rows_of_numbers
-from service.errors import ModelNotReady, NotFound
-from service.inference import predict, prediction_body
+from service.api.deps import (
+    BatcherDep,
+    DatabaseDep,
+    PredictLimitsDep,
+    PredictorsDep,
+    PrincipalDep,
+    job_or_404,
+)
+from service.api.error_handlers import CLIENT_CLOSED_REQUEST
+from service.api.json_io import json_response, read_rows
+from service.errors import ModelNotReady, Overloaded
+from service.inference import Prediction, Predictor, predict, prediction_body, row_chunks
 from service.models import Job, LossRecord, Model
 from service.schemas import (
     MAX_OFFSET,
@@ -25,7 +36,11 @@ from service.schemas import (
 )
 from service.tuning import INLINE_WORK
 
+log = logging.getLogger("service.api")
 router = APIRouter(prefix="/models", tags=["models"])
+# /loss pages: the default and the most epochs one answer holds (about 60 bytes each).
+DEFAULT_LOSS_PAGE = 10_000
+MAX_LOSS_PAGE = 100_000
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No model or job with this id"}
@@ -122,36 +137,76 @@ async def predict_model(
     predictors: PredictorsDep,
     principal: PrincipalDep,
     batcher: BatcherDep,
+    limits: PredictLimitsDep,
 ) -> Response:
     """Predict from raw inputs: the stored input scaler is applied, target scaling undone.
 
     Body: `{"inputs": [[x1, x2, ...], ...]}`. Requests for cached models are usually answered
     by `PredictFastPath` before they get here; this route loads models (in a worker thread),
-    runs big forward passes off the event loop, and reports every error.
+    runs big forward passes off the event loop in chunks (stopping at the deadline or when the
+    client leaves), and reports every error.
     """
-    inputs = rows_of_numbers(await read_json(request))
+    inputs = await read_rows(request)
     predictor = predictors.cached(model_id)
-    if predictor is None:
+    if predictor is None or not principal.can_see(predictor.owner):
         predictor = await run_in_threadpool(predictors.get, model_id, principal.can_see)
-    if not principal.can_see(predictor.owner):
-        raise NotFound(f"no job or model with id {model_id}")
-    if inputs.shape[0] * predictor.n_parameters <= INLINE_WORK:
-        prediction = await batcher.predict(predictor, inputs)
-    else:
-        prediction = await run_in_threadpool(predict, predictor, inputs)
-    return json_response(prediction_body(prediction))
+    limits.check(predictor, len(inputs))
+    if len(inputs) * predictor.n_parameters <= INLINE_WORK:
+        return json_response(prediction_body(await batcher.predict(predictor, inputs)))
+    prediction = await predict_off_loop(request, predictor, inputs, limits.timeout_seconds)
+    if prediction is None:
+        log.info("predict for model %s: the client left; its work stopped", model_id)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return await run_in_threadpool(json_response, prediction_body(prediction))
+
+
+async def predict_off_loop(
+    request: Request, predictor: Predictor, inputs: np.ndarray, timeout_seconds: float
+) -> Prediction | None:
+    """A big prediction in worker threads, a chunk at a time; None if the client left."""
+    deadline = time.monotonic() + timeout_seconds
+    parts = []
+    for chunk in row_chunks(predictor, inputs):
+        if await request.is_disconnected():
+            return None
+        if time.monotonic() > deadline:
+            raise Overloaded(
+                f"the prediction ran past its {timeout_seconds:g} s deadline; "
+                "send fewer rows per request"
+            )
+        parts.append(await run_in_threadpool(predict, predictor, chunk))
+    return Prediction.join(parts)
 
 
 @router.get("/{model_id}/loss", responses=NOT_FOUND)
-def get_loss(model_id: str, db: DatabaseDep, principal: PrincipalDep) -> LossHistoryOut:
-    """The loss of every epoch so far; it grows while the job runs."""
+def get_loss(
+    model_id: str,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    from_epoch: Annotated[
+        int, Query(ge=1, le=MAX_OFFSET, description="The first epoch to return.")
+    ] = 1,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_LOSS_PAGE,
+            description="At most this many epochs; `next_from_epoch` continues from there.",
+        ),
+    ] = DEFAULT_LOSS_PAGE,
+) -> LossHistoryOut:
+    """The loss of each epoch so far, oldest first; it grows while the job runs. A long history
+    comes in pages: follow `next_from_epoch` until it is null."""
     with db.read() as session:
         job_status = job_or_404(session, model_id, principal).status
         rows = session.execute(
             select(LossRecord.epoch, LossRecord.train_loss, LossRecord.val_loss, LossRecord.seconds)
-            .where(LossRecord.job_id == model_id)
+            .where(LossRecord.job_id == model_id, LossRecord.epoch >= from_epoch)
             .order_by(LossRecord.epoch)
+            .limit(limit + 1)
         ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
     has_val = any(r.val_loss is not None for r in rows)
     return LossHistoryOut(
         id=model_id,
@@ -160,4 +215,5 @@ def get_loss(model_id: str, db: DatabaseDep, principal: PrincipalDep) -> LossHis
         train_loss=[r.train_loss for r in rows],
         val_loss=[r.val_loss for r in rows] if has_val else None,
         seconds=[r.seconds for r in rows],
+        next_from_epoch=rows[-1].epoch + 1 if more else None,
     )

@@ -1,0 +1,55 @@
+"""Who is asking, decided from the headers before a byte of the body is read.
+
+With API keys on, a request without a valid key costs the server its headers only: it is
+answered 401 before the body is received, parsed or validated, so unauthenticated clients
+cannot make the API read megabytes. A request with more than one Authorization header is a
+400 everywhere: reading only the first (or accepting either) would let two layers disagree
+about who is asking. The principal found here rides in the ASGI scope; the routes and the
+predict fast path read it instead of authenticating again.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.api.auth import KeyRing, Principal
+from service.api.error_handlers import error_response
+from service.errors import BadRequest, ServiceError
+
+# The scope key the principal travels under.
+PRINCIPAL = "service.principal"
+# Paths anyone may read: liveness, and the API's own documentation.
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+def authorization_header(scope: Scope) -> str | None:
+    """The one Authorization header's value (None without one); BadRequest for several."""
+    values = [value for name, value in scope["headers"] if name == b"authorization"]
+    if len(values) > 1:
+        raise BadRequest("send one Authorization header, not several")
+    return values[0].decode("latin-1") if values else None
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    principal: Principal | None = scope.get(PRINCIPAL)
+    return principal
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            header = authorization_header(scope)
+            if self.keys.enabled and scope["path"] not in OPEN_PATHS:
+                scope[PRINCIPAL] = self.keys.authenticate(header)
+        except ServiceError as exc:
+            response = error_response(exc.status_code, exc.kind, exc.detail, exc.response_headers())
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
