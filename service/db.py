@@ -5,6 +5,11 @@ SQLite needs care to hold up under several processes:
 - pysqlite's own transaction handling is turned off so that we emit BEGIN ourselves: a write
   transaction starts with BEGIN IMMEDIATE, because a deferred transaction that reads and then
   writes fails with SQLITE_BUSY at once, without waiting out the busy timeout.
+- Space freed by deletions goes back to the file system: new databases are created with
+  auto_vacuum=INCREMENTAL (migration 0006 converts older ones), and reclaim_free_pages() runs
+  an incremental vacuum after deletions. Without it the file never shrinks.
+
+PostgreSQL needs none of this: its autovacuum reuses the space of deleted rows and TOASTed blobs.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +35,10 @@ from service.tuning import (
     RETRY_CAP_SECONDS,
     SQLITE_BUSY_TIMEOUT_MS,
 )
+
+# After a checkpoint SQLite truncates the WAL file to at most this: room for several large jobs'
+# writes between checkpoints without regrowing the file each time.
+SQLITE_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 log = logging.getLogger("service.db")
 P = ParamSpec("P")
@@ -57,7 +67,13 @@ def make_engine(url: str) -> Engine:
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, see the module docstring
     cursor = dbapi_connection.cursor()
+    # Takes effect only before the first table is created, so it must come on connect, ahead of
+    # any migration; on an existing database it changes nothing (migration 0006 converts it).
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # A burst of large writes (8 MB jobs) grows the WAL file; past a checkpoint, SQLite cuts it
+    # back to this size instead of keeping the peak forever.
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT_BYTES}")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -65,7 +81,11 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+    options = connection.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        # Asked for no transaction at all (Alembic's autocommit_block, around a VACUUM).
+        return
+    mode = options.get("sqlite_begin", "DEFERRED")
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -89,6 +109,29 @@ class Database:
         """A transaction that commits on success and rolls back on any error."""
         with self._writer.begin() as session:
             yield session
+
+    def reclaim_free_pages(self) -> None:
+        """Give the pages that deletions freed back to the file system (SQLite; best effort).
+
+        Call it after a transaction that deleted blobs has committed. A busy database only
+        postpones the work: the next call frees every page still free then.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return  # PostgreSQL: autovacuum reuses the space; nothing to do here
+        raw = self.engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            assert connection is not None
+            # execute() steps a statement once, and this pragma frees one page per step;
+            # executescript() steps it to the end, freeing them all.
+            connection.executescript("PRAGMA incremental_vacuum;")
+            # In WAL mode the file is cut only when a checkpoint copies the vacuum in; PASSIVE
+            # never waits for readers (one that is busy leaves it to the next checkpoint).
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.OperationalError as exc:
+            log.warning("reclaiming free pages postponed: %s", exc)
+        finally:
+            raw.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -63,6 +64,8 @@ class JobStatus(StrEnum):
 
 # States a job never leaves.
 TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+# States that count against an owner's quota of active jobs.
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s.value}'" for s in JobStatus))
 
 
@@ -81,7 +84,14 @@ class Job(Base):
     # The resolved job spec (every default filled in), without the training data.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Inline training data as safetensors bytes, so any worker on any machine can run the job.
+    # Empty once dropped after the retention period (see data_dropped_at).
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    # When the retention sweep emptied `data`; None while the job still holds it.
+    data_dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bytes of blobs this job holds (data, its model's weights, its checkpoint), kept current by
+    # the queue whenever one is written or dropped, so an owner's storage quota is a SUM over
+    # an index, never a read of the blobs themselves.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     n_rows: Mapped[int] = mapped_column(Integer)
     n_features: Mapped[int] = mapped_column(Integer)
     n_outputs: Mapped[int] = mapped_column(Integer)
@@ -118,6 +128,19 @@ class Job(Base):
         ),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_owner_created", "owner", "created_at"),
+        # An owner's jobs in one status: its active jobs (the quota) and its running jobs (the
+        # fair claim, once per queued job) are each a short index range.
+        Index("ix_jobs_owner_status", "owner", "status"),
+        # The owner's last claim (max started_at: a seek to the end of the owner's range) and
+        # the owner's stored bytes (a SUM read from the index alone, never the table's blobs).
+        Index("ix_jobs_owner_usage", "owner", "started_at", "stored_bytes"),
+        # The retention sweep's candidates: jobs that still hold their data.
+        Index(
+            "ix_jobs_data_kept",
+            "finished_at",
+            sqlite_where=text("data_dropped_at IS NULL"),
+            postgresql_where=text("data_dropped_at IS NULL"),
+        ),
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
         CheckConstraint(STATUS_CHECK, name="ck_jobs_status"),
     )

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    ColumnExpressionArgument,
     CursorResult,
     Executable,
     delete,
@@ -25,8 +26,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from service import quota
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
 from service.loss_history import EpochResult
@@ -45,12 +47,18 @@ from service.tuning import DELETION_LOG_KEEP
 
 def enqueue(session: Session, job: Job) -> None:
     job.status = JobStatus.QUEUED
+    # A new job's only blob is its data (the model and checkpoints come later).
+    job.stored_bytes = len(job.data)
     session.add(job)
 
 
 @retry_transient
-def enqueue_once(db: Database, job: Job) -> tuple[Job, bool]:
-    """Queue `job` unless its owner already used its idempotency key: then (that job, False)."""
+def enqueue_once(db: Database, job: Job, limits: quota.Quota | None = None) -> tuple[Job, bool]:
+    """Queue `job` unless its owner already used its idempotency key: then (that job, False).
+
+    With `limits`, a job past its owner's quota raises QuotaExceeded; a replay of a job that
+    already exists is answered whatever the quota, since it stores nothing new.
+    """
     for attempt in range(2):
         try:
             with db.write() as session:
@@ -62,6 +70,8 @@ def enqueue_once(db: Database, job: Job) -> tuple[Job, bool]:
                     )
                     if existing is not None:
                         return existing, False
+                if limits is not None:
+                    quota.check(session, limits, job.owner, len(job.data))
                 enqueue(session, job)
             return job, True
         except IntegrityError:
@@ -71,9 +81,36 @@ def enqueue_once(db: Database, job: Job) -> tuple[Job, bool]:
     raise AssertionError("unreachable")
 
 
-def _claimable(device_kinds: Sequence[str]) -> tuple[ColumnElement[bool], ...]:
+def _claimable(
+    device_kinds: Sequence[str], job: type[Job] = Job
+) -> tuple[ColumnElement[bool], ...]:
     """Queued jobs a worker with these device kinds ("cpu", "cuda") may run."""
-    return (Job.status == JobStatus.QUEUED, Job.required_device.in_(("auto", *device_kinds)))
+    return (job.status == JobStatus.QUEUED, job.required_device.in_(("auto", *device_kinds)))
+
+
+def _fair_order(candidate: type[Job]) -> tuple[ColumnExpressionArgument[Any], ...]:
+    """Which queued job goes next: round-robin by owner, so one key's thousand jobs cannot
+    starve another key's one.
+
+    1. The owner with the fewest running jobs: with several workers, each owner gets a share.
+    2. Then the owner whose last job started longest ago (never: first). With one worker
+       nobody has a job running at claim time, so this is what takes turns between owners.
+    3. Then that owner's oldest job: each owner's own jobs run in the order it queued them.
+
+    Both owner keys are index seeks (ix_jobs_owner_status, ix_jobs_owner_usage), once per
+    queued job, and the active-jobs quota bounds how many queued jobs each owner has.
+    """
+    other = aliased(Job, name="other")
+    running = (
+        select(func.count())
+        .select_from(other)
+        .where(other.owner == candidate.owner, other.status == JobStatus.RUNNING)
+        .scalar_subquery()
+    )
+    last_start = (
+        select(func.max(other.started_at)).where(other.owner == candidate.owner).scalar_subquery()
+    )
+    return (running, last_start.asc().nulls_first(), candidate.created_at, candidate.id)
 
 
 @retry_transient
@@ -87,17 +124,24 @@ def has_queued(db: Database, device_kinds: Sequence[str] = ("cpu",)) -> bool:
 def claim(
     db: Database, worker_id: str, lease_seconds: float, device_kinds: Sequence[str] = ("cpu",)
 ) -> str | None:
-    """Atomically take the oldest queued job this worker's devices can run: one statement, so
-    no two workers get the same job, and a job that requires a GPU never lands on a CPU worker."""
+    """Atomically take the next queued job this worker's devices can run, fairly across owners
+    (see _fair_order): one statement, so no two workers get the same job, and a job that
+    requires a GPU never lands on a CPU worker."""
     now = utcnow()
-    oldest = (
-        select(Job.id).where(*_claimable(device_kinds)).order_by(Job.created_at, Job.id).limit(1)
+    candidate = aliased(Job, name="candidate")
+    fairest = (
+        select(candidate.id)
+        .where(*_claimable(device_kinds, candidate))
+        .order_by(*_fair_order(candidate))
+        .limit(1)
     )
     if db.engine.dialect.name == "postgresql":
-        oldest = oldest.with_for_update(skip_locked=True)
+        # Locks only the candidate row (the subqueries that rank owners lock nothing); a row
+        # another worker is claiming is skipped, not waited for.
+        fairest = fairest.with_for_update(skip_locked=True)
     statement = (
         update(Job)
-        .where(Job.id == oldest.scalar_subquery(), Job.status == JobStatus.QUEUED)
+        .where(Job.id == fairest.scalar_subquery(), Job.status == JobStatus.QUEUED)
         .values(
             status=JobStatus.RUNNING,
             lease_owner=worker_id,
@@ -191,6 +235,8 @@ def finish_succeeded(
             return JobStatus.CANCELLED
         _finish(session, job_id, worker_id, JobStatus.SUCCEEDED, best_epoch=best_epoch)
         session.add(model)
+        session.flush()  # the recount reads the model's weights from the database
+        quota.recount_stored_bytes(session, Job.id == job_id)
         return JobStatus.SUCCEEDED
 
 
@@ -236,6 +282,8 @@ def load_checkpoint(db: Database, job_id: str) -> tuple[int, bytes] | None:
 def _put_checkpoint(session: Session, job_id: str, epoch: int, state: bytes) -> None:
     session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id == job_id))
     session.add(CheckpointRecord(job_id=job_id, epoch=epoch, state=state))
+    session.flush()  # the recount reads the new checkpoint's size from the database
+    quota.recount_stored_bytes(session, Job.id == job_id)
 
 
 @retry_transient
@@ -301,7 +349,13 @@ def recover_expired(db: Database) -> int:
         )
         # Jobs that just ended have nothing left to resume (requeued ones keep theirs).
         ended = select(Job.id).where(Job.status.in_(TERMINAL_STATUSES))
-        session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id.in_(ended)))
+        dropped = session.scalars(
+            delete(CheckpointRecord)
+            .where(CheckpointRecord.job_id.in_(ended))
+            .returning(CheckpointRecord.job_id)
+        ).all()
+        if dropped:
+            quota.recount_stored_bytes(session, Job.id.in_(dropped))
     return int(cancelled + failed + requeued)
 
 
@@ -369,6 +423,8 @@ def delete_job(db: Database, job_id: str, owner: str | None = None) -> None:
             )
         )
         session.add(ModelDeletion(model_id=job_id, deleted_at=now))
+    # After the commit: the job's data, weights and checkpoint left free pages behind.
+    db.reclaim_free_pages()
 
 
 @retry_transient
@@ -442,7 +498,13 @@ def _finish(
 
 def _drop_checkpoint(session: Session, job_id: str) -> None:
     """A checkpoint is scratch state for resuming; an ended job has nothing to resume."""
-    session.execute(delete(CheckpointRecord).where(CheckpointRecord.job_id == job_id))
+    dropped = session.scalars(
+        delete(CheckpointRecord)
+        .where(CheckpointRecord.job_id == job_id)
+        .returning(CheckpointRecord.job_id)
+    ).first()
+    if dropped is not None:
+        quota.recount_stored_bytes(session, Job.id == job_id)
 
 
 def _changed(session: Session, statement: Executable) -> int:

@@ -1,24 +1,175 @@
 from __future__ import annotations
 
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from service import queue
 from service.config import Settings
 from service.db import Base, Database, make_engine
-from service.loss_history import EpochResult
 from service.migrate import alembic_config, upgrade
-from service.models import Job, JobStatus
+from service.models import Job, JobStatus, UTCDateTime, utcnow
 from service.schemas import JobCreate
 from service.submission import build_job
-from tests.support import placeholder_model
 
 TINY_JOB = {"data": {"x": [[0.0], [1.0]], "y": [[0.0], [1.0]]}, "training": {"epochs": 2}}
+
+# Where the PostgreSQL tests make their scratch databases (a superuser may CREATE DATABASE).
+POSTGRES_URL = os.environ.get(
+    "SERVICE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards: each test starts clean.
+    Skips the test when there is no driver or no server to reach."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
+    admin = sa.create_engine(
+        POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.orig}")
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@contextmanager
+def migrated_database(backend: str, sqlite_url: str) -> Iterator[Database]:
+    """A migrated database on `backend`: the test's SQLite file, or a fresh PostgreSQL one."""
+    with nullcontext(sqlite_url) if backend == "sqlite" else fresh_postgres_database() as url:
+        upgrade(url)
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            database.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def any_database_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
+    """Each test that takes it runs on SQLite and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield database_url
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+# The tables as an older revision left them: rows are written with these, not the ORM, whose
+# classes always describe the newest schema.
+OLD_JOBS = sa.table(
+    "jobs",
+    *(sa.column(name) for name in ("id", "name", "task", "status", "n_rows", "n_features")),
+    *(sa.column(name) for name in ("n_outputs", "epochs", "epoch", "attempts", "max_attempts")),
+    sa.column("cancel_requested", sa.Boolean),
+    sa.column("spec", sa.JSON),
+    sa.column("warnings", sa.JSON),
+    sa.column("data", sa.LargeBinary),
+    sa.column("created_at", UTCDateTime),
+    sa.column("finished_at", UTCDateTime),
+)
+OLD_MODELS = sa.table(
+    "models",
+    *(sa.column(name) for name in ("id", "task", "n_features", "n_outputs")),
+    *(sa.column(name, sa.JSON) for name in ("architecture", "scalers", "metrics")),
+    sa.column("weights", sa.LargeBinary),
+    sa.column("created_at", UTCDateTime),
+)
+OLD_LOSS = sa.table(
+    "loss_history", *(sa.column(name) for name in ("job_id", "epoch", "train_loss", "seconds"))
+)
+OLD_CHECKPOINTS = sa.table(
+    "checkpoints",
+    sa.column("job_id"),
+    sa.column("epoch"),
+    sa.column("state", sa.LargeBinary),
+    sa.column("created_at", UTCDateTime),
+)
+
+
+def old_job(job_id: str, data: bytes, status: str = "succeeded") -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "name": None,
+        "task": "regression",
+        "status": status,
+        "n_rows": 2,
+        "n_features": 1,
+        "n_outputs": 1,
+        "epochs": 2,
+        "epoch": 2,
+        "attempts": 1,
+        "max_attempts": 3,
+        "cancel_requested": False,
+        "spec": {},
+        "warnings": [],
+        "data": data,
+        "created_at": utcnow(),
+        "finished_at": utcnow() if status == "succeeded" else None,
+    }
+
+
+def old_model(job_id: str, weights: bytes) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "task": "regression",
+        "n_features": 1,
+        "n_outputs": 1,
+        "architecture": {},
+        "scalers": {},
+        "metrics": {},
+        "weights": weights,
+        "created_at": utcnow(),
+    }
+
+
+def write_old_rows(database_url: str, *rows: tuple[sa.TableClause, dict[str, Any]]) -> None:
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for table, values in rows:
+                connection.execute(sa.insert(table).values(**values))
+    finally:
+        engine.dispose()
+
+
+def count_rows(database_url: str, *tables: str) -> list[int]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [
+                connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+                for table in tables
+            ]
+    finally:
+        engine.dispose()
 
 
 def schema_diff(database_url: str) -> list[object]:
@@ -31,26 +182,26 @@ def schema_diff(database_url: str) -> list[object]:
         engine.dispose()
 
 
-def test_migrations_create_exactly_the_orm_tables(database_url: str) -> None:
-    upgrade(database_url)
-    assert schema_diff(database_url) == []
+def test_migrations_create_exactly_the_orm_tables(any_database_url: str) -> None:
+    upgrade(any_database_url)
+    assert schema_diff(any_database_url) == []
 
 
-def test_migrations_downgrade_and_upgrade_again(database_url: str) -> None:
-    config = alembic_config(database_url)
+def test_migrations_downgrade_and_upgrade_again(any_database_url: str) -> None:
+    config = alembic_config(any_database_url)
     command.upgrade(config, "head")
     command.downgrade(config, "base")
-    engine = make_engine(database_url)
+    engine = make_engine(any_database_url)
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     engine.dispose()
     command.upgrade(config, "head")
-    assert schema_diff(database_url) == []
+    assert schema_diff(any_database_url) == []
 
 
-def test_upgrade_is_idempotent(database_url: str) -> None:
-    upgrade(database_url)
-    upgrade(database_url)
-    assert schema_diff(database_url) == []
+def test_upgrade_is_idempotent(any_database_url: str) -> None:
+    upgrade(any_database_url)
+    upgrade(any_database_url)
+    assert schema_diff(any_database_url) == []
 
 
 def test_an_upgrade_that_rebuilds_the_jobs_table_keeps_every_model_and_loss_row(
@@ -59,26 +210,71 @@ def test_an_upgrade_that_rebuilds_the_jobs_table_keeps_every_model_and_loss_row(
     """SQLite rebuilds a table to add a constraint; with foreign keys on, dropping the old
     copy would cascade to the models and loss history of every job."""
     upgrade(database_url, "0004")  # before the rebuild of jobs in 0005
-    db = Database(database_url)
-    settings = Settings(database_url=database_url)
-    job = build_job(JobCreate.model_validate(TINY_JOB), settings)
-    with db.write() as session:
-        queue.enqueue(session, job)
-    assert queue.claim(db, "w1", 30) == job.id
-    rows = [EpochResult(e, 1.0 / e, None, 0.1) for e in (1, 2)]
-    model = placeholder_model(job.id)
-    assert queue.finish_succeeded(db, job.id, "w1", model, rows, None) == "succeeded"
-    db.dispose()
-
+    write_old_rows(
+        database_url,
+        (OLD_JOBS, old_job("j1", b"data")),
+        (OLD_MODELS, old_model("j1", b"weights")),
+        *(
+            (OLD_LOSS, {"job_id": "j1", "epoch": e, "train_loss": 1.0 / e, "seconds": 0.1})
+            for e in (1, 2)
+        ),
+    )
     upgrade(database_url)
-    engine = make_engine(database_url)
-    with engine.connect() as connection:
-        counts = [
-            connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
-            for table in ("jobs", "models", "loss_history")
-        ]
-    engine.dispose()
-    assert counts == [1, 1, 2]
+    assert count_rows(database_url, "jobs", "models", "loss_history") == [1, 1, 2]
+
+
+def test_the_upgrade_counts_the_bytes_each_existing_job_stores(any_database_url: str) -> None:
+    """0006 backfills stored_bytes from the blobs' lengths: data, weights and checkpoint."""
+    upgrade(any_database_url, "0005")
+    write_old_rows(
+        any_database_url,
+        (OLD_JOBS, old_job("done", b"d" * 1000)),
+        (OLD_MODELS, old_model("done", b"w" * 300)),
+        (OLD_JOBS, old_job("running", b"d" * 500, status="running")),
+        (
+            OLD_CHECKPOINTS,
+            {"job_id": "running", "epoch": 1, "state": b"c" * 70, "created_at": utcnow()},
+        ),
+    )
+    upgrade(any_database_url)
+    db = Database(any_database_url)
+    try:
+        with db.read() as session:
+            rows = session.execute(sa.select(Job.id, Job.stored_bytes)).all()
+            stored = {row.id: row.stored_bytes for row in rows}
+    finally:
+        db.dispose()
+    assert stored == {"done": 1300, "running": 570}
+
+
+def test_the_upgrade_makes_an_old_sqlite_file_give_freed_space_back(tmp_path: Path) -> None:
+    """A file created before auto_vacuum was set on connect is converted by 0006 (a VACUUM
+    outside the migration's transaction), keeping its rows."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # as older code created it: auto_vacuum off
+        old.execute("PRAGMA auto_vacuum=NONE")
+        old.execute("CREATE TABLE placeholder (x)")
+        old.execute("DROP TABLE placeholder")
+    url = f"sqlite:///{path}"
+    upgrade(url, "0005")
+    write_old_rows(url, (OLD_JOBS, old_job("j1", b"data")))
+    assert auto_vacuum(path) == 0  # NONE: setting it on connect cannot change an existing file
+    upgrade(url)
+    assert auto_vacuum(path) == 2  # INCREMENTAL
+    assert count_rows(url, "jobs") == [1]
+    assert schema_diff(url) == []
+
+
+def test_a_new_sqlite_database_gives_freed_space_back_from_the_start(database_url: str) -> None:
+    upgrade(database_url)
+    assert auto_vacuum(Path(make_url(database_url).database or "")) == 2
+
+
+def auto_vacuum(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        mode: int = connection.execute("PRAGMA auto_vacuum").fetchone()[0]
+    connection.close()
+    return mode
 
 
 def test_the_database_refuses_a_status_that_is_not_a_job_status(database_url: str) -> None:

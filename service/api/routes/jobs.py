@@ -7,19 +7,31 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from service import fleet, queue
 from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404, require_json
 from service.config import Settings
 from service.db import Database
-from service.errors import InvalidInput
+from service.errors import InvalidInput, RequestInvalid
 from service.models import Job, JobStatus
+from service.quota import Quota
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut
 from service.submission import build_job
+from service.tuning import OFF_LOOP_PARSE_BYTES
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+# The route reads its body itself (to parse it off the event loop); its schema is documented.
+JOB_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
+    }
+}
 
 StatusFilter = Annotated[JobStatus | None, Query(description="Only this status.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -32,6 +44,12 @@ def job_out(job: Job, alive: set[str] | None = None) -> JobOut:
     job that requires a device none of them has says so in its warnings."""
     # Field names match the table's columns; the stored spec validates into JobSpec.
     out = JobOut.model_validate(job, from_attributes=True)
+    if job.data_dropped_at is not None:
+        out.warnings = [
+            *out.warnings,
+            f"training data dropped on {job.data_dropped_at.isoformat(timespec='seconds')} "
+            "after the retention period; the model and loss history remain",
+        ]
     if alive is not None and _waits_for_device(job) and job.required_device not in alive:
         out.warnings = [
             *out.warnings,
@@ -58,11 +76,17 @@ def live_kinds_if_needed(db: Database, settings: Settings, jobs: Sequence[Job]) 
     responses={
         422: {"model": ErrorOut, "description": "The job spec is invalid"},
         415: {"model": ErrorOut, "description": "The body is not JSON"},
+        429: {
+            "model": ErrorOut,
+            "description": "This API key is at its quota of active jobs or stored bytes; "
+            "Retry-After says when to try again",
+        },
     },
     dependencies=[Depends(require_json)],
+    openapi_extra=JOB_BODY,
 )
-def submit_job(
-    request: JobCreate,
+async def submit_job(
+    http: Request,
     response: Response,
     db: DatabaseDep,
     settings: SettingsDep,
@@ -72,20 +96,61 @@ def submit_job(
         Header(
             max_length=200,
             description="Replaying a request with the same key returns the original job "
-            "instead of queuing another one.",
+            "instead of queuing another one. It must not be blank.",
         ),
     ] = None,
 ) -> JobOut:
     """Queue a training job. It is answered at once; poll `Location` for progress."""
+    if idempotency_key is not None and not idempotency_key.strip():
+        # A blank key would make every blank-keyed submit a replay of the first one.
+        raise RequestInvalid(
+            "header parameter idempotency-key: must not be blank; send a unique key, "
+            "or leave the header out"
+        )
+    body = await http.body()
+    # Parsing, validation, encoding the data and the insert take seconds of CPU for a job of
+    # several megabytes: in a worker thread, so they never stall the other requests.
+    return await run_in_threadpool(
+        queue_job,
+        parse_job(body) if len(body) <= OFF_LOOP_PARSE_BYTES else body,
+        response,
+        db,
+        settings,
+        principal.owner,
+        idempotency_key,
+    )
+
+
+def parse_job(body: bytes) -> JobCreate:
+    """The body as a job request; a body that is not one raises the framework's validation
+    error, so it is reported exactly as any other invalid body."""
+    try:
+        return JobCreate.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
+def queue_job(
+    request: JobCreate | bytes,
+    response: Response,
+    db: Database,
+    settings: Settings,
+    owner: str,
+    idempotency_key: str | None,
+) -> JobOut:
+    if isinstance(request, bytes):
+        request = parse_job(request)
     # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
     # replay still matches after an operator changes them.
     digest = request_digest(request) if idempotency_key is not None else None
     job = build_job(request, settings)
-    job.owner = principal.owner
+    job.owner = owner
     if idempotency_key is not None:
         job.idempotency_key = idempotency_key
         job.request_hash = digest
-    stored, created = queue.enqueue_once(db, job)
+    stored, created = queue.enqueue_once(db, job, Quota.from_settings(settings))
     if not created:
         if stored.request_hash != job.request_hash:
             raise InvalidInput(
