@@ -8,6 +8,7 @@
     ├── Forbidden             403 forbidden
     ├── NotFound              404 not_found
     ├── MethodNotAllowed      405 method_not_allowed
+    ├── RequestTimeout        408 request_timeout
     ├── Conflict              409 conflict
     │   ├── ModelNotReady     409 model_not_ready
     │   └── ModelUnusable     409 model_unusable
@@ -83,6 +84,13 @@ class MethodNotAllowed(ServiceError):
     kind = "method_not_allowed"
 
 
+class RequestTimeout(ServiceError):
+    """The client sent its headers or body too slowly (answered by the HTTP layer)."""
+
+    status_code = 408
+    kind = "request_timeout"
+
+
 class Conflict(ServiceError):
     status_code = 409
     kind = "conflict"
@@ -156,6 +164,7 @@ KIND_OF_STATUS: dict[int, str] = {
         Forbidden,
         NotFound,
         MethodNotAllowed,
+        RequestTimeout,
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
