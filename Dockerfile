@@ -10,6 +10,8 @@ COPY service ./service
 COPY migrations ./migrations
 RUN pip install --no-cache-dir -e .
 ENV SERVICE_DATABASE_URL=sqlite:////data/service.db
+# The owner secret lives on the volume too: a new container must find the same one.
+ENV SERVICE_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8000
 CMD ["python", "-m", "service", "serve", "--host", "0.0.0.0"]

@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 from service.config import Settings
+from service.file_modes import tighten_existing, use_private_umask
+from service.process_guard import PARENT_PID_FLAG, die_with_parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,36 +32,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     with_device(with_http(with_database(serve)))
     serve.add_argument("--workers", type=int, help="worker processes (SERVICE_WORKERS, default 1)")
     with_http(with_database(commands.add_parser("api", help="run the API only")))
-    with_device(with_database(commands.add_parser("worker", help="run one training worker")))
+    worker = commands.add_parser("worker", help="run one training worker")
+    with_device(with_database(worker))
+    # Internal: only `serve` sets it, so it stays out of --help.
+    worker.add_argument(PARENT_PID_FLAG, type=int, help=argparse.SUPPRESS)
     with_database(commands.add_parser("migrate", help="apply database migrations"))
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
-        key: value for key, value in vars(args).items() if key != "command" and value is not None
+        key: value
+        for key, value in vars(args).items()
+        if key in Settings.model_fields and value is not None
     }
     return Settings(**overrides)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before anything can create a file: the database, its journal, the owner secret.
+    use_private_umask()
     args = parse_args(argv)
+    if args.command == "worker" and args.parent_pid is not None:
+        die_with_parent(args.parent_pid)  # first, so the window before it stays short
     settings = settings_from(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    tighten_existing(settings)
     if args.command == "migrate":
-        from service.migrate import upgrade
+        from service.migrate import rekey_legacy_owners, upgrade
 
         upgrade(settings.database_url)
+        rekey_legacy_owners(settings)
     elif args.command == "worker":
         from service.training.worker import run_worker
 
         run_worker(settings)
     elif args.command == "api":
+        from service.migrate import rekey_legacy_owners
         from service.serve import run_api
 
+        # `api` leaves the schema to `migrate`, but only it knows the keys to re-key with.
+        rekey_legacy_owners(settings)
         run_api(settings)
     else:
         from service.serve import serve

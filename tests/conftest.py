@@ -18,9 +18,10 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
+        data_dir=str(tmp_path / "data"),
         heartbeat_seconds=0.5,
         lease_seconds=3,
         sweep_seconds=0.5,

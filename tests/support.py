@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -15,6 +17,7 @@ import httpx
 import numpy as np
 import torch
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from service.db import Database
 from service.models import CheckpointRecord, Model
@@ -112,11 +115,22 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def data_dir(self) -> Path:
+        """The service's own folder (the owner secret): beside a SQLite database, so every
+        process on one database shares a secret; never the repository's data/."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database:
+            return Path(url.database).parent / "data"
+        digest = hashlib.sha256(self.database_url.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"service-data-{digest}"
+
     def start(self) -> ServiceProcess:
         env = {
             **os.environ,
             **FAST_QUEUE_ENV,
             "SERVICE_DATABASE_URL": self.database_url,
+            "SERVICE_DATA_DIR": str(self.data_dir),
             "SERVICE_PORT": str(self.port),
             "SERVICE_WORKERS": str(self.workers),
             "SERVICE_DEVICE": "cpu",

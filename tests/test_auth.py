@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from service.api.app import create_asgi_app
+from service.api.auth import KeyRing
 from service.config import Settings
 from service.db import Database
+from service.models import Job
 from service.serve import bind_address
 from service.training.worker import Worker
 
@@ -31,7 +36,12 @@ def keyed(settings: Settings, db: Database, tmp_path: Path) -> Iterator[TestClie
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text(f"{BOB}\n\n")
     keyed_settings = settings.model_copy(
-        update={"api_keys": ALICE, "api_keys_file": str(keys_file), "admin_keys": ADMIN}
+        update={
+            "api_keys": ALICE,
+            "api_keys_file": str(keys_file),
+            "admin_keys": ADMIN,
+            "data_dir": str(tmp_path / "data"),  # the owner secret is generated here
+        }
     )
     with TestClient(create_asgi_app(keyed_settings)) as client:
         yield client
@@ -130,10 +140,37 @@ def test_tokens_never_reach_the_logs(keyed: TestClient, caplog: pytest.LogCaptur
 
 
 def test_without_keys_the_api_binds_to_loopback_only(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+    settings: Settings, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.INFO)
     assert bind_address(settings.model_copy(update={"host": "0.0.0.0"})) == "127.0.0.1"
     assert "unauthenticated" in caplog.text
-    keyed = settings.model_copy(update={"host": "0.0.0.0", "api_keys": ALICE})
+    keyed = settings.model_copy(
+        update={"host": "0.0.0.0", "api_keys": ALICE, "data_dir": str(tmp_path)}
+    )
     assert bind_address(keyed) == "0.0.0.0"
+
+
+def test_a_job_s_owner_is_an_hmac_of_its_key_under_the_server_secret(
+    keyed: TestClient, db: Database, tmp_path: Path
+) -> None:
+    job_id = keyed.post("/jobs", json=JOB, headers=bearer(ALICE)).json()["id"]
+    with db.read() as session:
+        owner = session.scalars(select(Job.owner).where(Job.id == job_id)).one()
+    secret = (tmp_path / "data" / "owner_secret").read_bytes().strip()
+    assert owner == hmac.new(secret, ALICE.encode(), hashlib.sha256).hexdigest()
+    assert len(owner) == 64
+    assert owner != hashlib.sha256(ALICE.encode()).hexdigest()[:32]  # the old, guessable one
+
+
+def test_the_same_key_has_another_owner_digest_under_another_secret() -> None:
+    first = KeyRing([ALICE], [], b"one secret").authenticate(f"Bearer {ALICE}")
+    second = KeyRing([ALICE], [], b"another secret").authenticate(f"Bearer {ALICE}")
+    assert first.owner != second.owner
+    assert hashlib.sha256(ALICE.encode()).hexdigest()[:32] not in (first.owner, second.owner)
+
+
+def test_without_keys_no_secret_is_read_or_written(settings: Settings, tmp_path: Path) -> None:
+    quiet = settings.model_copy(update={"data_dir": str(tmp_path / "data")})
+    assert not KeyRing.from_settings(quiet).enabled
+    assert not (tmp_path / "data").exists()
