@@ -22,7 +22,8 @@ from service.api.app import create_asgi_app
 from service.api.auth import KeyRing
 from service.api.http_server import server_config
 from service.config import Settings
-from service.migrate import upgrade
+from service.migrate import rekey_legacy_owners, upgrade
+from service.process_guard import PARENT_PID_FLAG
 from service.tuning import RESTART_BACKOFF_SECONDS, STOP_GRACE_SECONDS
 
 log = logging.getLogger("service.serve")
@@ -57,38 +58,67 @@ def visible_gpus() -> list[str]:
 
 
 class WorkerPool:
+    """`serve`'s worker processes, all owned by one thread: it starts them, restarts any that
+    die, and on stop() sends each SIGTERM and waits for it to hand its job back.
+
+    One thread that outlives its workers, because each worker asks the kernel to SIGKILL it
+    when the thread that forked it ends (service/process_guard.py). That is what takes the
+    workers down with a SIGKILLed `serve`; forked from a thread that ended earlier (an old
+    monitor, a request thread), a worker would be killed while `serve` still runs.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._processes: list[subprocess.Popen[bytes]] = []
+        # None: not started yet, or its start failed (tried again on the next round).
+        self._processes: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
         self._stopping = threading.Event()
-        self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
+        self._monitor = threading.Thread(target=self._run, name="worker-monitor", daemon=True)
         self._gpus = visible_gpus() if settings.device == "auto" else []
 
     def start(self) -> None:
-        self._processes = [self._spawn(slot) for slot in range(self._settings.workers)]
         self._monitor.start()
-
-    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "service", "worker"],
-            env=worker_env(self._settings, slot, self._gpus),
-        )
-
-    def _watch(self) -> None:
-        while not self._stopping.wait(RESTART_BACKOFF_SECONDS):
-            for i, process in enumerate(self._processes):
-                code = process.poll()
-                if code is not None and not self._stopping.is_set():
-                    log.warning("worker pid %d exited with %s; restarting it", process.pid, code)
-                    self._processes[i] = self._spawn(i)
 
     def stop(self) -> None:
         self._stopping.set()
-        for process in self._processes:
+        if self._monitor.is_alive():
+            self._monitor.join()
+
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", "worker", PARENT_PID_FLAG, str(os.getpid())],
+            env=worker_env(self._settings, slot, self._gpus),
+        )
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._replace_exited()
+                self._stopping.wait(RESTART_BACKOFF_SECONDS)
+        finally:
+            self._stop_all()
+
+    def _replace_exited(self) -> None:
+        for slot, process in enumerate(self._processes):
+            if self._stopping.is_set():
+                return
+            if process is not None:
+                code = process.poll()
+                if code is None:
+                    continue
+                log.warning("worker pid %d exited with %s; restarting it", process.pid, code)
+            try:
+                self._processes[slot] = self._spawn(slot)
+            except OSError:  # out of processes or memory for now: the next round tries again
+                log.exception("could not start worker %d", slot)
+                self._processes[slot] = None
+
+    def _stop_all(self) -> None:
+        running = [p for p in self._processes if p is not None]
+        for process in running:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in self._processes:
+        for process in running:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -99,6 +129,7 @@ class WorkerPool:
 
 def serve(settings: Settings) -> None:
     upgrade(settings.database_url)
+    rekey_legacy_owners(settings)
     pool = WorkerPool(settings)
     pool.start()
     try:
