@@ -23,6 +23,9 @@ DATABASE_VALUE_LIMIT = 900_000_000
 # Entries of the deletion log older than this are pruned: every API process reads the log
 # several times a second, so a day is far more than any process needs to catch up.
 DELETION_LOG_KEEP = timedelta(days=1)
+# How often each worker drops the training data of jobs past SERVICE_JOB_DATA_RETENTION_SECONDS:
+# an index lookup when there is nothing to drop, and retention is counted in days, not seconds.
+RETENTION_SWEEP_SECONDS = 60.0
 # Rows of workers gone this long are deleted when another worker registers.
 FORGET_WORKERS_AFTER = timedelta(days=1)
 

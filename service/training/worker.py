@@ -10,6 +10,7 @@ registry fresh, so the API knows which devices are alive.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -22,9 +23,9 @@ from types import FrameType
 
 import torch
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service import fleet, queue
+from service import fleet, queue, retention
 from service.config import Settings
 from service.db import Database
 from service.models import Job, JobStatus, Model
@@ -39,7 +40,9 @@ from service.store import (
 )
 from service.training.checkpoint import Checkpoint, UnusableCheckpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
+from service.training.job_errors import ModelNotStored, public_error, shorten
 from service.training.lease import Interrupt, LeaseKeeper
+from service.training.memory import grew, release_memory, resident_bytes
 from service.training.network import NetworkConfig, build_network
 from service.training.profile import WorkerProfile, profile_worker
 from service.training.progress import ProgressWriter
@@ -50,7 +53,7 @@ from service.training.trainer import (
     engine_for,
     train,
 )
-from service.tuning import SMALL_JOB_FLOPS
+from service.tuning import RETENTION_SWEEP_SECONDS, SMALL_JOB_FLOPS
 
 log = logging.getLogger("service.worker")
 
@@ -90,6 +93,7 @@ class Worker:
         self.stopping = threading.Event()
         self._current: Interrupt | None = None
         self._last_sweep = 0.0
+        self._last_retention = 0.0
 
     def request_stop(self) -> None:
         """Stop claiming; hand the running job back to the queue."""
@@ -155,6 +159,13 @@ class Worker:
             recovered = queue.recover_expired(self.db)
             if recovered:
                 log.warning("recovered %d job(s) from expired leases", recovered)
+        if now - self._last_retention >= RETENTION_SWEEP_SECONDS:
+            self._last_retention = now
+            dropped = retention.drop_expired_training_data(
+                self.db, self.settings.job_data_retention_seconds
+            )
+            if dropped:
+                log.info("dropped the training data of %d job(s) past retention", dropped)
         if not queue.has_queued(self.db, self.device_kinds):
             return False
         job_id = queue.claim(
@@ -166,6 +177,7 @@ class Worker:
         return True
 
     def run_job(self, job_id: str) -> None:
+        resident_before = resident_bytes()
         interrupt = Interrupt()
         self._current = interrupt
         if self.stopping.is_set():
@@ -177,19 +189,32 @@ class Worker:
             self._train_and_store(job_id, interrupt, progress)
         except TrainingDiverged as exc:
             log.warning("job %s diverged: %s", job_id, exc)
-            queue.finish_failed(self.db, job_id, self.worker_id, str(exc), progress.take())
+            queue.finish_failed(self.db, job_id, self.worker_id, shorten(str(exc)), progress.take())
         except OperationalError:
             # The database failed, not the job (retries were exhausted): write nothing more.
             # The lease runs out and the next attempt resumes from the last checkpoint.
             log.exception("job %s: database unavailable; leaving it to its lease", job_id)
+        except ModelNotStored as exc:
+            log.exception("job %s: %s", job_id, exc)  # the database's own words: its cause
+            rows = [*exc.rows, *progress.take()]
+            queue.finish_failed(self.db, job_id, self.worker_id, str(exc), rows)
         except Exception as exc:  # a job's own failure must not take the worker down
             log.exception("job %s failed", job_id)
-            queue.finish_failed(
-                self.db, job_id, self.worker_id, f"{type(exc).__name__}: {exc}", progress.take()
-            )
+            queue.finish_failed(self.db, job_id, self.worker_id, public_error(exc), progress.take())
         finally:
             keeper.stop()
             self._current = None
+            if grew(resident_before):
+                self._release_memory()
+
+    def _release_memory(self) -> None:
+        """Give back what a large job left behind, before idling. The job's tensors are
+        unreachable by now, but its largest values may still be held twice over: SQLite keeps
+        a copy of the last value bound to each cached statement (the model's weights, the
+        checkpoint) until the connection closes. Closing the pooled connections frees those;
+        the next query opens a fresh one."""
+        self.db.engine.dispose()
+        release_memory(used_cuda=any(d.type == "cuda" for d in self.devices))
 
     def _train_and_store(self, job_id: str, interrupt: Interrupt, progress: ProgressWriter) -> None:
         job = self._read_claimed(job_id)
@@ -343,9 +368,14 @@ class Worker:
             classes=classes,
             metrics=metrics,
         )
-        outcome = queue.finish_succeeded(
-            self.db, job_id, self.worker_id, model, rows, result.best_epoch
-        )
+        try:
+            outcome = queue.finish_succeeded(
+                self.db, job_id, self.worker_id, model, rows, result.best_epoch
+            )
+        except OperationalError:
+            raise  # the database is away, not refusing this model: the job's lease decides
+        except SQLAlchemyError as exc:  # too big for it, most likely
+            raise ModelNotStored(len(model.weights), rows) from exc
         if outcome == JobStatus.SUCCEEDED:
             log.info(
                 "job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss, last.seconds
@@ -441,6 +471,10 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.warm_up()
+    # What is loaded by now lives as long as the worker: keep it out of the collections that
+    # follow each large job, which would otherwise scan all of it every time.
+    gc.collect()
+    gc.freeze()
     try:
         worker.run_forever()
     finally:
