@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ class Predictor:
         float32 copy the numpy forward pass uses."""
         return 2 * 4 * self.n_parameters
 
-    @property
+    @cached_property  # read on every request; frozen dataclasses allow it (no __slots__)
     def answer_bytes_per_row(self) -> int:
         """An upper bound on one row's share of the JSON answer (a float prints in at most
         24 characters; a label as JSON, escapes included)."""
@@ -82,8 +83,7 @@ class PredictLimits:
 
     def check(self, predictor: Predictor, n_rows: int) -> None:
         """Refuse, before any work, a request whose forward pass or answer is too big."""
-        work = n_rows * predictor.n_parameters
-        if work > self.max_work:
+        if n_rows * predictor.n_parameters > self.max_work:
             raise InvalidInput(
                 f"{n_rows} rows x {predictor.n_parameters} weights is more work than one request "
                 f"may ask ({self.max_work} rows x weights); send at most "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.auth import KeyRing, Principal
+from service.api.auth import ANONYMOUS, KeyRing, Principal
 from service.api.error_handlers import error_response
 from service.errors import BadRequest, ServiceError
 
@@ -46,7 +46,9 @@ class Gate:
             return
         try:
             header = authorization_header(scope)
-            if self.keys.enabled and scope["path"] not in OPEN_PATHS:
+            if not self.keys.enabled:
+                scope[PRINCIPAL] = ANONYMOUS
+            elif scope["path"] not in OPEN_PATHS:
                 scope[PRINCIPAL] = self.keys.authenticate(header)
         except ServiceError as exc:
             response = error_response(exc.status_code, exc.kind, exc.detail, exc.response_headers())

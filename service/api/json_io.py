@@ -28,11 +28,14 @@ def parse_json(body: bytes) -> Any:
 
 
 def parse_rows(body: bytes, field: str = "inputs") -> np.ndarray:
-    """A `{"inputs": [[...], ...]}` body's rows; booleans are looked for only when the bytes
-    hold a `true` or `false` somewhere (a byte search, far cheaper than a walk of the rows)."""
-    return rows_of_numbers(
-        parse_json(body), field, may_hold_booleans=b"true" in body or b"false" in body
-    )
+    """A `{"inputs": [[...], ...]}` body's rows. Booleans are looked for only when the bytes
+    hold an `e` (both `true` and `false` do; plain decimals and the field name do not): one
+    byte search, far cheaper than a walk of the rows."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestInvalid(f"the body is not valid JSON ({exc})") from exc
+    return rows_of_numbers(parsed, field, may_hold_booleans=b"e" in body)
 
 
 async def read_rows(request: Request, field: str = "inputs") -> np.ndarray:
