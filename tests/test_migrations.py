@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,7 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from service import queue
 from service.config import Settings
@@ -25,51 +22,9 @@ from service.migrate import alembic_config, upgrade
 from service.models import Job, JobStatus, UTCDateTime, utcnow
 from service.schemas import JobCreate
 from service.submission import build_job
+from tests.databases import BACKENDS, fresh_postgres_database
 
 TINY_JOB = {"data": {"x": [[0.0], [1.0]], "y": [[0.0], [1.0]]}, "training": {"epochs": 2}}
-
-# Where the PostgreSQL tests make their scratch databases (a superuser may CREATE DATABASE).
-POSTGRES_URL = os.environ.get(
-    "SERVICE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped afterwards: each test starts clean.
-    Skips the test when there is no driver or no server to reach."""
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
-    admin = sa.create_engine(
-        POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.orig}")
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@contextmanager
-def migrated_database(backend: str, sqlite_url: str) -> Iterator[Database]:
-    """A migrated database on `backend`: the test's SQLite file, or a fresh PostgreSQL one."""
-    with nullcontext(sqlite_url) if backend == "sqlite" else fresh_postgres_database() as url:
-        upgrade(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            database.dispose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -27,8 +27,8 @@ from service.migrate import upgrade
 from service.models import Job
 from service.schemas import JobCreate
 from service.submission import build_job
+from tests.databases import BACKENDS, migrated_database
 from tests.support import ServiceProcess, placeholder_model
-from tests.test_migrations import BACKENDS, migrated_database
 
 TINY: dict[str, Any] = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
 KEYS = "alice-key,bob-key"

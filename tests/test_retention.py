@@ -19,8 +19,8 @@ from service.models import Job, utcnow
 from service.schemas import JobCreate
 from service.submission import build_job
 from service.training.worker import Worker
+from tests.databases import BACKENDS, migrated_database
 from tests.support import placeholder_model
-from tests.test_migrations import BACKENDS, migrated_database
 
 TINY = {
     "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": [[0.0], [0.3], [0.6], [0.9]]},
