@@ -10,18 +10,21 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
 from service import queue
 from service.config import Settings
 from service.db import Database
+from service.migrate import upgrade
 from service.models import Job, utcnow
 from service.schemas import JobCreate
 from service.submission import build_job
 from tests.databases import BACKENDS, migrated_database
-from tests.support import placeholder_model
+from tests.support import ServiceProcess, placeholder_model, submit_job, wait_for_job
 
 TINY = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
 
@@ -152,3 +155,32 @@ def test_concurrent_fair_claims_never_take_one_job_twice(queue_db: Database) -> 
         per_worker = list(pool.map(claim_all, [f"w{i}" for i in range(4)]))
     claimed = [job_id for claims in per_worker for job_id in claims]
     assert sorted(claimed) == sorted(ids)
+
+
+def test_through_the_service_bob_s_one_job_runs_before_alice_s_backlog(
+    tmp_path: Path,
+) -> None:
+    """The finding, end to end: one worker, Alice's queue full of jobs, then Bob's one job."""
+    database_url = f"sqlite:///{tmp_path / 'service.db'}"
+    upgrade(database_url)
+    env = {"SERVICE_API_KEYS": "alice-key,bob-key"}
+    service = ServiceProcess(database_url, "serve", log_path=tmp_path / "serve.log", env=env)
+    service.start()
+    alice = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer alice-key"})
+    bob = httpx.Client(base_url=service.url, headers={"Authorization": "Bearer bob-key"})
+    try:
+        slow = {**TINY, "training": {"epochs": 300, "batch_size": 1}}  # ~0.2 s each
+        alices = [submit_job(alice, slow) for _ in range(8)]
+        bobs = submit_job(bob, slow)
+        started = wait_for_job(bob, bobs)["started_at"]
+        ahead = [
+            job_id
+            for job_id in alices
+            if (alice.get(f"/jobs/{job_id}").json()["started_at"] or "9999") < started
+        ]
+        # At most the job running when Bob submitted, and the one claimed just before.
+        assert len(ahead) <= 2, ahead
+    finally:
+        alice.close()
+        bob.close()
+        service.stop()
