@@ -90,6 +90,34 @@ def free_port() -> int:
         return port
 
 
+def measuring_coverage() -> bool:
+    """Whether this test run measures coverage (make test does)."""
+    try:
+        import coverage
+    except ImportError:
+        return False
+    return coverage.Coverage.current() is not None
+
+
+def service_command(command: str) -> list[str]:
+    """The argv of `python -m service <command>`. Under coverage, `api` and `serve` run
+    measured too (their data is combined with the test process's at the end): the HTTP layer
+    and the process supervision run only there. Workers are left unmeasured, as tracing would
+    slow training several times over."""
+    if command in ("api", "serve") and measuring_coverage():
+        return [
+            sys.executable,
+            "-m",
+            "coverage",
+            "run",
+            "--parallel-mode",
+            "-m",
+            "service",
+            command,
+        ]
+    return [sys.executable, "-m", "service", command]
+
+
 class ServiceProcess:
     """`python -m service <command>` as a real child process with its own SQLite file."""
 
@@ -140,7 +168,7 @@ class ServiceProcess:
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", self.command],
+            service_command(self.command),
             cwd=REPO,
             env=env,
             stdout=self._log or subprocess.DEVNULL,
