@@ -43,7 +43,6 @@ def start_api(folder: Path, env: dict[str, str]) -> ServiceProcess:
     """`python -m service api` on a migrated database in `folder`, logging to folder/api.log."""
     url = f"sqlite:///{folder / 'service.db'}"
     upgrade(url)
-    env = {"SERVICE_DATA_DIR": str(folder / "data"), **env}
     return ServiceProcess(url, "api", log_path=folder / "api.log", env=env).start()
 
 

@@ -27,7 +27,6 @@ def server(tmp_path: Path) -> Iterator[ServiceProcess]:
         f"sqlite:///{tmp_path / 'service.db'}",
         workers=1,
         log_path=tmp_path / "serve.log",
-        env={"SERVICE_DATA_DIR": str(tmp_path / "data")},
     ).start()
     yield process
     process.stop()

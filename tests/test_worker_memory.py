@@ -44,7 +44,7 @@ def server(tmp_path: Path) -> Iterator[ServiceProcess]:
         log_path=tmp_path / "serve.log",
         # Checkpoints as a long job writes them: blobs of weights and optimizer state, which
         # SQLite's statement cache would keep a copy of after the job.
-        env={"SERVICE_DATA_DIR": str(tmp_path / "data"), "SERVICE_CHECKPOINT_SECONDS": "0.2"},
+        env={"SERVICE_CHECKPOINT_SECONDS": "0.2"},
     ).start()
     yield process
     assert process.stop() == 0, process.log_tail()

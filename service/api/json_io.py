@@ -20,13 +20,6 @@ from service.tuning import OFF_LOOP_PARSE_BYTES
 NUMERIC_KINDS = "iuf"  # signed, unsigned, float: bools and strings are refused
 
 
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestInvalid(f"the body is not valid JSON ({exc})") from exc
-
-
 def parse_rows(body: bytes, field: str = "inputs") -> np.ndarray:
     """A `{"inputs": [[...], ...]}` body's rows. Booleans are looked for only when the bytes
     hold an `e` (both `true` and `false` do; plain decimals and the field name do not): one

@@ -30,7 +30,7 @@ log = logging.getLogger("service.api")
 PREDICT_PATH = re.compile(r"^/models/([^/]+)/predict$")
 JSON_TYPES = (b"application/json",)
 # Failures of the request itself, which the route reports to the client: not worth a warning.
-CLIENT_ERRORS = (ServiceError, orjson.JSONDecodeError, ValueError)
+CLIENT_ERRORS = (ServiceError, ValueError)
 
 
 class PredictFastPath:

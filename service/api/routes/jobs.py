@@ -22,7 +22,6 @@ from service.models import Job, JobStatus
 from service.quota import Quota
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut
 from service.submission import build_job
-from service.tuning import OFF_LOOP_PARSE_BYTES
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 # The route reads its body itself (to parse it off the event loop); its schema is documented.
@@ -111,13 +110,7 @@ async def submit_job(
     # Parsing, validation, encoding the data and the insert take seconds of CPU for a job of
     # several megabytes: in a worker thread, so they never stall the other requests.
     return await run_in_threadpool(
-        queue_job,
-        parse_job(body) if len(body) <= OFF_LOOP_PARSE_BYTES else body,
-        response,
-        db,
-        settings,
-        principal.owner,
-        idempotency_key,
+        queue_job, body, response, db, settings, principal.owner, idempotency_key
     )
 
 
@@ -133,15 +126,14 @@ def parse_job(body: bytes) -> JobCreate:
 
 
 def queue_job(
-    request: JobCreate | bytes,
+    body: bytes,
     response: Response,
     db: Database,
     settings: Settings,
     owner: str,
     idempotency_key: str | None,
 ) -> JobOut:
-    if isinstance(request, bytes):
-        request = parse_job(request)
+    request = parse_job(body)
     # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
     # replay still matches after an operator changes them.
     digest = request_digest(request) if idempotency_key is not None else None
