@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # data_dir/owner_secret on first start. API replicas on several machines must share it.
     owner_secret: str | None = None
 
+    # Where large blobs (training data, model weights) live: "" keeps them in the database;
+    # file:///path keeps them as files under that directory (shared by every machine).
+    blob_store_url: str = ""
+
     # Caps checked when a job is submitted, before anything is allocated.
     max_rows: Annotated[int, Field(ge=1)] = 1_000_000
     max_features: Annotated[int, Field(ge=1)] = 10_000

@@ -126,6 +126,21 @@ class Job(Base):
             sqlite_where=text("status = 'queued'"),
             postgresql_where=text("status = 'queued'"),
         ),
+        # The lease sweep reads running jobs whose lease ran out: a partial index of running rows.
+        Index(
+            "ix_jobs_lease_expiry",
+            "lease_expires_at",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        # An owner's oldest queued job, for the fair claim: a partial index of queued rows only.
+        Index(
+            "ix_jobs_queued_owner",
+            "owner",
+            "created_at",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_owner_created", "owner", "created_at"),
         # An owner's jobs in one status: its active jobs (the quota) and its running jobs (the
@@ -179,6 +194,26 @@ class LossRecord(Base):
     seconds: Mapped[float] = mapped_column(Float)
 
 
+class AttemptRecord(Base):
+    """One attempt at a job: which worker held its lease, from the claim until the attempt
+    ended. Both times come from the database's clock, so the attempts of one job can be
+    checked never to overlap, whichever machines ran them."""
+
+    __tablename__ = "job_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How it ended: a final status, "released" (handed back) or "expired" (its worker went
+    # silent). None while it runs.
+    outcome: Mapped[str | None] = mapped_column(String(20))
+
+    __table_args__ = (Index("ix_job_attempts_job", "job_id", "attempt"),)
+
+
 class CheckpointRecord(Base):
     """The latest checkpoint of a running job: scratch state, deleted when the job ends."""
 
@@ -202,6 +237,7 @@ class WorkerRecord(Base):
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
     # Where it may train, e.g. ["cpu", "cuda:0"]; its device kinds are what the claim matches.
     devices: Mapped[list[str]] = mapped_column(JSON)
     engine: Mapped[str] = mapped_column(String(10))

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from service import quota
+from service import quota, wakeup
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
 from service.loss_history import EpochResult
@@ -73,6 +73,7 @@ def enqueue_once(db: Database, job: Job, limits: quota.Quota | None = None) -> t
                 if limits is not None:
                     quota.check(session, limits, job.owner, len(job.data))
                 enqueue(session, job)
+            wakeup.announce(db)  # after the commit, so a woken worker finds the job
             return job, True
         except IntegrityError:
             # Two first submissions raced (possible on PostgreSQL); the loser reads the winner.
