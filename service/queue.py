@@ -4,20 +4,24 @@ Every change a worker makes to a running job is guarded by its lease: the UPDATE
 while `lease_owner` is still that worker and the job is still running. A worker that lost its
 lease (frozen, partitioned, too slow) therefore writes nothing, and the queue stays consistent
 without any cross-process locking beyond the database's own.
+
+Leases are stamped and compared on the database's clock (service/clock.py), never a worker's:
+machines whose clocks disagree still agree on when a lease runs out. Each claim opens an
+attempt record (job_attempts) and each end of an attempt closes it, in the same transaction as
+the job's own change, so the record of who held a job when is exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    ColumnExpressionArgument,
     CursorResult,
     Executable,
+    Select,
     delete,
     exists,
     func,
@@ -29,11 +33,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from service import quota, wakeup
+from service.clock import database_now
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
 from service.loss_history import EpochResult
 from service.models import (
     TERMINAL_STATUSES,
+    AttemptRecord,
     CheckpointRecord,
     Job,
     JobStatus,
@@ -89,29 +95,50 @@ def _claimable(
     return (job.status == JobStatus.QUEUED, job.required_device.in_(("auto", *device_kinds)))
 
 
-def _fair_order(candidate: type[Job]) -> tuple[ColumnExpressionArgument[Any], ...]:
-    """Which queued job goes next: round-robin by owner, so one key's thousand jobs cannot
+def _fairest(device_kinds: Sequence[str], candidate: type[Job]) -> Select[str]:
+    """The queued job that goes next: round-robin by owner, so one key's thousand jobs cannot
     starve another key's one.
 
     1. The owner with the fewest running jobs: with several workers, each owner gets a share.
     2. Then the owner whose last job started longest ago (never: first). With one worker
        nobody has a job running at claim time, so this is what takes turns between owners.
-    3. Then that owner's oldest job: each owner's own jobs run in the order it queued them.
+    3. Then the owner whose oldest waiting job is oldest, and that job: each owner's own jobs
+       run in the order it queued them.
 
-    Both owner keys are index seeks (ix_jobs_owner_status, ix_jobs_owner_usage), once per
-    queued job, and the active-jobs quota bounds how many queued jobs each owner has.
+    Owners are ranked once each, not once per queued job: the ranking's two subqueries are
+    index seeks (ix_jobs_owner_status, ix_jobs_owner_usage) per waiting owner, and the queued
+    jobs themselves are only read from their partial index and sorted.
     """
     other = aliased(Job, name="other")
+    waiting = (
+        select(Job.owner.label("owner"), func.min(Job.created_at).label("oldest"))
+        .where(*_claimable(device_kinds))
+        .group_by(Job.owner)
+        .subquery("waiting")
+    )
     running = (
         select(func.count())
         .select_from(other)
-        .where(other.owner == candidate.owner, other.status == JobStatus.RUNNING)
+        .where(other.owner == waiting.c.owner, other.status == JobStatus.RUNNING)
         .scalar_subquery()
     )
     last_start = (
-        select(func.max(other.started_at)).where(other.owner == candidate.owner).scalar_subquery()
+        select(func.max(other.started_at)).where(other.owner == waiting.c.owner).scalar_subquery()
     )
-    return (running, last_start.asc().nulls_first(), candidate.created_at, candidate.id)
+    # MATERIALIZED: computed once, one row per owner. Inlined, PostgreSQL's planner would move
+    # the two subqueries into the sort and run them once per queued job.
+    # Ranked by a number, so the jobs' sort compares integers and times, not owner strings.
+    turn = func.row_number().over(
+        order_by=(running, last_start.asc().nulls_first(), waiting.c.oldest, waiting.c.owner)
+    )
+    owners = select(waiting.c.owner, turn.label("turn")).cte("owners").prefix_with("MATERIALIZED")
+    return (
+        select(candidate.id)
+        .join(owners, owners.c.owner == candidate.owner)
+        .where(*_claimable(device_kinds, candidate))
+        .order_by(owners.c.turn, candidate.created_at, candidate.id)
+        .limit(1)
+    )
 
 
 @retry_transient
@@ -127,34 +154,46 @@ def claim(
 ) -> str | None:
     """Atomically take the next queued job this worker's devices can run, fairly across owners
     (see _fair_order): one statement, so no two workers get the same job, and a job that
-    requires a GPU never lands on a CPU worker."""
-    now = utcnow()
+    requires a GPU never lands on a CPU worker. Opens the job's attempt record."""
     candidate = aliased(Job, name="candidate")
-    fairest = (
-        select(candidate.id)
-        .where(*_claimable(device_kinds, candidate))
-        .order_by(*_fair_order(candidate))
-        .limit(1)
-    )
+    fairest = _fairest(device_kinds, candidate)
     if db.engine.dialect.name == "postgresql":
-        # Locks only the candidate row (the subqueries that rank owners lock nothing); a row
-        # another worker is claiming is skipped, not waited for.
-        fairest = fairest.with_for_update(skip_locked=True)
+        # Locks only the candidate row (the ranking of owners locks nothing); a row another
+        # worker is claiming is skipped, not waited for: the next in the order is taken.
+        # MATERIALIZED makes the planner run the CTE once, as written: inlined into the UPDATE,
+        # it may evaluate the LIMIT per outer row and lock (and update) more rows than one.
+        chosen = (
+            fairest.with_for_update(skip_locked=True, of=candidate)
+            .cte("chosen")
+            .prefix_with("MATERIALIZED")
+        )
+        picked: ColumnElement[bool] = Job.id == chosen.c.id
+    else:
+        # SQLite has one writer at a time (BEGIN IMMEDIATE): a plain subquery is as exact.
+        picked = Job.id == fairest.scalar_subquery()
     statement = (
         update(Job)
-        .where(Job.id == fairest.scalar_subquery(), Job.status == JobStatus.QUEUED)
+        .where(picked, Job.status == JobStatus.QUEUED)
         .values(
             status=JobStatus.RUNNING,
             lease_owner=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_expires_at=database_now(lease_seconds),
             attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),
+            started_at=func.coalesce(Job.started_at, database_now()),
             error=None,
         )
-        .returning(Job.id)
+        .returning(Job.id, Job.attempts)
     )
     with db.write() as session:
-        return session.execute(statement).scalar_one_or_none()
+        row = session.execute(statement).one_or_none()
+        if row is None:
+            return None
+        session.execute(
+            insert(AttemptRecord).values(
+                job_id=row.id, attempt=row.attempts, worker_id=worker_id, started_at=database_now()
+            )
+        )
+        return str(row.id)
 
 
 def _owned(job_id: str, worker_id: str) -> tuple[ColumnElement[bool], ...]:
@@ -172,7 +211,7 @@ def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -
     statement = (
         update(Job)
         .where(*_owned(job_id, worker_id))
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=database_now(lease_seconds))
         .returning(Job.cancel_requested)
     )
     with db.write() as session:
@@ -315,19 +354,24 @@ def release(
                 attempts=Job.attempts - 1,
             ),
         )
-        return result == 1
+        if result != 1:
+            return False
+        _end_attempts(session, "released", AttemptRecord.job_id == job_id)
+        return True
 
 
 @retry_transient
 def recover_expired(db: Database) -> int:
     """Jobs whose worker stopped renewing its lease: requeue, or end them if they cannot go on."""
-    now = utcnow()
+    now = database_now()
     expired = (Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
     with db.read() as session:
         if not session.scalar(select(exists().where(*expired))):
             return 0
     cleared = {"lease_owner": None, "lease_expires_at": None}
     with db.write() as session:
+        # First, while the jobs still read as running: their attempts ended when they expired.
+        _end_attempts(session, "expired", AttemptRecord.job_id.in_(select(Job.id).where(*expired)))
         cancelled = _changed(
             session,
             update(Job)
@@ -384,7 +428,9 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
                 session,
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                .values(status=JobStatus.CANCELLED, finished_at=utcnow(), cancel_requested=True),
+                .values(
+                    status=JobStatus.CANCELLED, finished_at=database_now(), cancel_requested=True
+                ),
             )
             _drop_checkpoint(session, job_id)
         elif job.status == JobStatus.RUNNING:
@@ -484,7 +530,7 @@ def _finish(
 ) -> bool:
     values: dict[str, object] = {
         "status": status,
-        "finished_at": utcnow(),
+        "finished_at": database_now(),
         "lease_owner": None,
         "lease_expires_at": None,
     }
@@ -494,7 +540,18 @@ def _finish(
         values["best_epoch"] = best_epoch
     result = _changed(session, update(Job).where(*_owned(job_id, worker_id)).values(**values))
     _drop_checkpoint(session, job_id)
+    if result == 1:
+        _end_attempts(session, status, AttemptRecord.job_id == job_id)
     return result == 1
+
+
+def _end_attempts(session: Session, outcome: str, which: ColumnElement[bool]) -> None:
+    """Close the open attempt of each job `which` selects, now, saying how it ended."""
+    session.execute(
+        update(AttemptRecord)
+        .where(which, AttemptRecord.ended_at.is_(None))
+        .values(ended_at=database_now(), outcome=outcome)
+    )
 
 
 def _drop_checkpoint(session: Session, job_id: str) -> None:

@@ -1,7 +1,10 @@
+"""The queue's contract, on SQLite and on PostgreSQL alike: every test runs on both."""
+
 from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,9 +19,21 @@ from service.models import Job, JobStatus, LossRecord, Model, utcnow
 from service.schemas import JobCreate
 from service.submission import build_job
 from tests.claimer import claim_all
+from tests.databases import BACKENDS, migrated_database
 from tests.support import placeholder_model
 
 TINY = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}}
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, database_url: str) -> Iterator[Database]:
+    """This module's tests run once on the test's SQLite file, once on a fresh PostgreSQL."""
+    with migrated_database(request.param, database_url) as database:
+        yield database
+
+
+def url_of(db: Database) -> str:
+    return db.engine.url.render_as_string(hide_password=False)
 
 
 def add_jobs(db: Database, settings: Settings, n: int, device: str = "auto") -> list[str]:
@@ -85,7 +100,7 @@ def test_concurrent_workers_never_claim_the_same_job(db: Database, settings: Set
     context = multiprocessing.get_context("spawn")
     results, start = context.Queue(), context.Event()
     workers = [
-        context.Process(target=claim_all, args=(settings.database_url, f"w{i}", start, results))
+        context.Process(target=claim_all, args=(url_of(db), f"w{i}", start, results))
         for i in range(4)
     ]
     for process in workers:
