@@ -11,6 +11,16 @@ from service.file_modes import tighten_existing, use_private_umask
 from service.process_guard import PARENT_PID_FLAG, die_with_parent
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,9 +42,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     with_device(with_http(with_database(serve)))
     serve.add_argument("--workers", type=int, help="worker processes (SERVICE_WORKERS, default 1)")
     with_http(with_database(commands.add_parser("api", help="run the API only")))
-    worker = commands.add_parser("worker", help="run one training worker")
+    worker = commands.add_parser("worker", help="run training workers (one by default)")
     with_device(with_database(worker))
-    # Internal: only `serve` sets it, so it stays out of --help.
+    worker.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes under one supervisor (default 1: this process trains)",
+    )
+    # Internal: only a worker pool (`serve`, `worker --concurrency`) sets it: out of --help.
     worker.add_argument(PARENT_PID_FLAG, type=int, help=argparse.SUPPRESS)
     with_database(commands.add_parser("migrate", help="apply database migrations"))
     return parser.parse_args(argv)
@@ -66,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
 
         upgrade(settings.database_url)
         rekey_legacy_owners(settings)
+    elif args.command == "worker" and args.concurrency > 1:
+        from service.worker_pool import supervise
+
+        supervise(settings, args.concurrency)
     elif args.command == "worker":
         from service.training.worker import run_worker
 

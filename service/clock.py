@@ -18,7 +18,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from service.models import UTCDateTime
 
 
-class database_now(FunctionElement[datetime]):  # noqa: N801 (an SQL function, named like one)
+class database_now(FunctionElement[datetime]):
     """The database's current time plus `seconds` (which may be negative), as a UTC datetime.
 
     PostgreSQL: now(), the time its transaction began, so one transaction sees one instant.

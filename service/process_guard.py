@@ -6,7 +6,8 @@ the worker when its parent goes; the job it was training then waits out its leas
 worker resumes it from its checkpoint. A worker started by hand never calls this.
 
 The signal fires when the *thread* that forked the worker ends, not the whole process:
-`serve` therefore forks every worker from one thread that outlives them (serve.WorkerPool).
+`serve` therefore forks every worker from one thread that outlives them (service/worker_pool.py:
+WorkerPool, used by serve and worker --concurrency).
 """
 
 from __future__ import annotations

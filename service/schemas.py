@@ -275,13 +275,24 @@ class LossHistoryOut(BaseModel):
     )
 
 
-class WorkerOut(BaseModel):
+class WorkerJobOut(BaseModel):
+    """The job a worker is training: the running job whose lease it holds."""
+
     id: str
+    epoch: int = Field(description="Epochs finished so far.")
+    epochs: int
+    started_at: datetime | None
+
+
+class WorkerOut(BaseModel):
+    id: str = Field(description="host:pid:suffix, unique to one worker process's life.")
     hostname: str
-    devices: list[str]
+    pid: int | None = Field(description="The worker's process id on its host.")
+    devices: list[str] = Field(description='Where it may train, e.g. ["cpu", "cuda:0"].')
     engine: str
     started_at: datetime
-    last_seen_at: datetime
+    last_seen_at: datetime = Field(description="Its last heartbeat, by the database's clock.")
+    current_job: WorkerJobOut | None = Field(description="None while it waits for a job.")
 
 
 class WorkerList(BaseModel):

@@ -66,7 +66,7 @@ CANCEL_POLL_SECONDS = 0.2
 # (well inside STOP_GRACE_SECONDS); longer epochs stop at the next batch.
 PAUSE_WAITS_FOR_EPOCHS_UNDER = 2.0
 
-# -- processes (service/serve.py) --
+# -- processes (service/worker_pool.py) --
 # How long a stopping worker may take to hand its job back before it is killed. Training checks
 # for the stop between batches, so this only has to outlast one batch and a checkpoint write;
 # docker-compose.yml's stop_grace_period is the same.

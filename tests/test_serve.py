@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from service.config import Settings
-from service.serve import worker_env
+from service.worker_pool import worker_env
 
 
 def test_auto_workers_spread_over_the_gpus_round_robin() -> None:
