@@ -1,7 +1,9 @@
 # One image for every role: the compose file picks `api`, `worker` or `migrate` as the command.
 FROM python:3.11-slim
 WORKDIR /app
-# The CPU build of torch; for a GPU image use a CUDA base and the matching torch index.
+# The CPU build of torch. For a GPU image build with TORCH_INDEX set to a CUDA index (e.g.
+# https://download.pytorch.org/whl/cu128): those wheels bring their own CUDA runtime, so this
+# base image serves; the host needs the NVIDIA driver and Container Toolkit.
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "$TORCH_SPEC"
