@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     # Queue timing. Tests shorten these; production keeps the lease well above the heartbeat.
     heartbeat_seconds: Annotated[float, Field(gt=0)] = 2.0
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
-    poll_seconds: Annotated[float, Field(gt=0)] = 0.02
+    # The fallback look at the queue of an idle worker. A queued job wakes idle workers at once
+    # (service/wakeup.py), so this only bounds how late a job starts when its wake-up is lost
+    # (a listener reconnecting, an API that died between commit and wake-up); each look is a
+    # query, and 20 ms kept every idle worker busy for ~7% of a core.
+    poll_seconds: Annotated[float, Field(gt=0)] = 2.0
     sweep_seconds: Annotated[float, Field(gt=0)] = 5.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     # Loss rows are written in batches at most this far apart, so /loss stays live.

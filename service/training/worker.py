@@ -25,7 +25,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service import fleet, queue, retention
+from service import fleet, queue, retention, wakeup
 from service.config import Settings
 from service.db import Database
 from service.models import Job, JobStatus, Model
@@ -92,12 +92,17 @@ class Worker:
         self.profile: WorkerProfile | None = None
         self.stopping = threading.Event()
         self._current: Interrupt | None = None
+        # Set while run_forever runs: what an idle worker waits on, and what a stop interrupts.
+        self._wakeups: wakeup.WakeUps | None = None
         self._last_sweep = 0.0
         self._last_retention = 0.0
 
     def request_stop(self) -> None:
         """Stop claiming; hand the running job back to the queue."""
         self.stopping.set()
+        wakeups = self._wakeups
+        if wakeups is not None:
+            wakeups.wake()
         if self._current is not None:
             self._current.set("shutdown")
 
@@ -131,6 +136,8 @@ class Worker:
     def run_forever(self) -> None:
         devices = [str(d) for d in self.devices]
         fleet.register(self.db, self.worker_id, socket.gethostname(), devices, self.settings.engine)
+        # Listening before the first look at the queue, so no job queued in between is missed.
+        wakeups = self._wakeups = wakeup.listen(self.db)
         presence = Presence(self.db, self.settings, self.worker_id, devices, self.stopping)
         presence.start()
         log.info("worker %s ready on %s", self.worker_id, ", ".join(devices))
@@ -138,18 +145,29 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     if not self.run_once():
-                        self.stopping.wait(self.settings.poll_seconds)
+                        wakeups.wait(self._idle_seconds())
                 except Exception:  # the database may be briefly unavailable: back off, go on
                     log.exception("worker loop error; retrying")
                     self.stopping.wait(1.0)
         finally:
             self.stopping.set()  # also ends the presence thread if the loop ended otherwise
+            self._wakeups = None
+            wakeups.close()
             presence.join()
             try:
                 fleet.unregister(self.db, self.worker_id)
             except OperationalError:  # its row simply ages out of the registry
                 log.warning("could not remove worker %s from the registry", self.worker_id)
         log.info("worker %s stopped", self.worker_id)
+
+    def _idle_seconds(self) -> float:
+        """How long an idle worker waits for a wake-up: its slow poll, but never past its next
+        lease sweep or retention run, which must keep their schedules while nothing is queued."""
+        due = min(
+            self._last_sweep + self.settings.sweep_seconds,
+            self._last_retention + RETENTION_SWEEP_SECONDS,
+        )
+        return max(0.0, min(self.settings.poll_seconds, due - time.monotonic()))
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
@@ -159,6 +177,7 @@ class Worker:
             recovered = queue.recover_expired(self.db)
             if recovered:
                 log.warning("recovered %d job(s) from expired leases", recovered)
+                wakeup.announce(self.db)  # the other idle workers may take them at once
         if now - self._last_retention >= RETENTION_SWEEP_SECONDS:
             self._last_retention = now
             dropped = retention.drop_expired_training_data(
@@ -335,7 +354,8 @@ class Worker:
                 if checkpoint is not None
                 else None
             )
-            queue.release(self.db, job_id, self.worker_id, rows, checkpoint=stored)
+            if queue.release(self.db, job_id, self.worker_id, rows, checkpoint=stored):
+                wakeup.announce(self.db)  # an idle worker takes it over now, not at its poll
             if checkpoint is not None:
                 log.info("job %s handed back to the queue at epoch %d", job_id, checkpoint.epoch)
             else:  # paused mid-epoch, or before the first epoch ended

@@ -50,8 +50,6 @@ FLEET_ENV = {
     "SERVICE_HEARTBEAT_SECONDS": "0.3",
     "SERVICE_LEASE_SECONDS": "3",
     "SERVICE_SWEEP_SECONDS": "0.5",
-    # Explicit, so the test holds whether idle workers wake by polling or by notification.
-    "SERVICE_POLL_SECONDS": "0.2",
     # All 200 jobs belong to one key; the default quota would refuse half of them with 429.
     "SERVICE_MAX_ACTIVE_JOBS_PER_KEY": str(JOBS),
 }
