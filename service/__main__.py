@@ -6,6 +6,7 @@ import argparse
 import logging
 from typing import Any
 
+from service.blobs import BadBlobStoreUrl, open_blob_store
 from service.config import Settings
 from service.file_modes import tighten_existing, use_private_umask
 from service.process_guard import PARENT_PID_FLAG, die_with_parent
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     tighten_existing(settings)
+    if args.command != "migrate":
+        # A blob store setting that cannot work stops the command before it serves or trains.
+        try:
+            open_blob_store(settings.blob_store_url)
+        except BadBlobStoreUrl as exc:
+            raise SystemExit(f"error: {exc}") from None
     if args.command == "migrate":
         from service.migrate import rekey_legacy_owners, upgrade
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 from sqlalchemy import select
 
 from service import queue
+from service.blobs import IN_DATABASE, BlobStore
 from service.config import Settings
 from service.db import Database
 from service.errors import InvalidInput, ModelNotReady, ModelUnusable, NotFound
@@ -221,9 +222,13 @@ def build_predictor(model: Model, weights: bytes, owner: str = "") -> Predictor:
 
 
 def load_predictor(
-    db: Database, model_id: str, can_see: Callable[[str], bool] = lambda owner: True
+    db: Database,
+    model_id: str,
+    can_see: Callable[[str], bool] = lambda owner: True,
+    blob_store: BlobStore = IN_DATABASE,
 ) -> Predictor:
-    """Read a model from the database; another owner's model is reported as not found."""
+    """Read a model from the database (its weights from the blob store, when they live there);
+    another owner's model is reported as not found."""
     with db.read() as session:
         job = session.execute(select(Job.status, Job.owner).where(Job.id == model_id)).one_or_none()
         if job is None or not can_see(job.owner):
@@ -231,7 +236,13 @@ def load_predictor(
         row = session.execute(select(Model, Model.weights).where(Model.id == model_id)).first()
         if row is None:
             raise ModelNotReady(model_id, job.status)
-        model, weights = row
+        model, inline = row
+    try:  # outside the session: a large file is read without holding a connection
+        weights = blob_store.fetch(model.weights_ref, inline)
+    except CorruptBlob as exc:
+        raise ModelUnusable(
+            f"the stored weights of model {model_id} cannot be read: {exc}"
+        ) from exc
     return build_predictor(model, weights, job.owner)
 
 
@@ -246,8 +257,15 @@ class PredictorCache:
     because stored models never change; only a deletion ends one, and `refresh` (every
     DELETION_POLL_SECONDS) learns of those from the database, whichever process deleted it."""
 
-    def __init__(self, db: Database, capacity: int, capacity_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        capacity: int,
+        capacity_bytes: int | None = None,
+        blob_store: BlobStore = IN_DATABASE,
+    ) -> None:
         self._db = db
+        self._blob_store = blob_store
         self._capacity = capacity
         self._capacity_bytes = capacity_bytes
         self._bytes = 0
@@ -272,7 +290,7 @@ class PredictorCache:
         predictor = self.cached(model_id)
         if predictor is not None and can_see(predictor.owner):
             return predictor
-        predictor = load_predictor(self._db, model_id, can_see)
+        predictor = load_predictor(self._db, model_id, can_see, self._blob_store)
         with self._lock:
             if model_id in self._deleted or model_id in self._entries:
                 return predictor  # deleted meanwhile, or another request cached it already

@@ -86,6 +86,10 @@ class Job(Base):
     # Inline training data as safetensors bytes, so any worker on any machine can run the job.
     # Empty once dropped after the retention period (see data_dropped_at).
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    # With a blob store (SERVICE_BLOB_STORE_URL), the data's key there and its size; `data` then
+    # holds b"". None: the data is in `data` itself (service/blobs.py, docs/blob-store.md).
+    data_ref: Mapped[str | None] = mapped_column(String(200))
+    data_ref_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # When the retention sweep emptied `data`; None while the job still holds it.
     data_dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Bytes of blobs this job holds (data, its model's weights, its checkpoint), kept current by
@@ -126,10 +130,14 @@ class Job(Base):
             sqlite_where=text("status = 'queued'"),
             postgresql_where=text("status = 'queued'"),
         ),
-        # The lease sweep reads running jobs whose lease ran out: a partial index of running rows.
+        # Running rows only, as few as the fleet has workers: the lease sweep reads them all and
+        # checks each one's expiry, and GET /workers finds each worker's job by lease_owner.
+        # lease_expires_at itself is deliberately not indexed: a heartbeat, the most frequent
+        # write, then changes no indexed column, so PostgreSQL updates the row in place (HOT)
+        # instead of adding an entry to every index of the table.
         Index(
-            "ix_jobs_lease_expiry",
-            "lease_expires_at",
+            "ix_jobs_running",
+            "lease_owner",
             sqlite_where=text("status = 'running'"),
             postgresql_where=text("status = 'running'"),
         ),
@@ -172,6 +180,9 @@ class Model(Base):
     task: Mapped[str] = mapped_column(String(20))
     architecture: Mapped[dict[str, Any]] = mapped_column(JSON)
     weights: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    # With a blob store, the weights' key there and their size; `weights` then holds b"".
+    weights_ref: Mapped[str | None] = mapped_column(String(200))
+    weights_ref_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     scalers: Mapped[dict[str, Any]] = mapped_column(JSON)
     n_features: Mapped[int] = mapped_column(Integer)
     n_outputs: Mapped[int] = mapped_column(Integer)

@@ -32,7 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from service import quota, wakeup
+from service import blobs, quota, wakeup
+from service.blobs import IN_DATABASE, BlobStore
 from service.clock import database_now
 from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
@@ -51,15 +52,23 @@ from service.models import (
 from service.tuning import DELETION_LOG_KEEP
 
 
-def enqueue(session: Session, job: Job) -> None:
+def enqueue(session: Session, job: Job, blob_store: BlobStore = IN_DATABASE) -> None:
     job.status = JobStatus.QUEUED
+    # With a blob store, the data's file is written before the row that names it commits: a
+    # crash in between leaves an orphan file (swept later), never a job without its data.
+    blobs.stow_job_data(blob_store, job)
     # A new job's only blob is its data (the model and checkpoints come later).
-    job.stored_bytes = len(job.data)
+    job.stored_bytes = quota.job_data_bytes(job)
     session.add(job)
 
 
 @retry_transient
-def enqueue_once(db: Database, job: Job, limits: quota.Quota | None = None) -> tuple[Job, bool]:
+def enqueue_once(
+    db: Database,
+    job: Job,
+    limits: quota.Quota | None = None,
+    blob_store: BlobStore = IN_DATABASE,
+) -> tuple[Job, bool]:
     """Queue `job` unless its owner already used its idempotency key: then (that job, False).
 
     With `limits`, a job past its owner's quota raises QuotaExceeded; a replay of a job that
@@ -75,10 +84,12 @@ def enqueue_once(db: Database, job: Job, limits: quota.Quota | None = None) -> t
                         )
                     )
                     if existing is not None:
+                        if existing.id != job.id:  # a racing twin won: our file is nobody's
+                            blobs.forget_job_data(blob_store, job)
                         return existing, False
                 if limits is not None:
-                    quota.check(session, limits, job.owner, len(job.data))
-                enqueue(session, job)
+                    quota.check(session, limits, job.owner, quota.job_data_bytes(job))
+                enqueue(session, job, blob_store)
             wakeup.announce(db)  # after the commit, so a woken worker finds the job
             return job, True
         except IntegrityError:
@@ -447,9 +458,12 @@ def request_cancel(db: Database, job_id: str, owner: str | None = None) -> Job:
 
 
 @retry_transient
-def delete_job(db: Database, job_id: str, owner: str | None = None) -> None:
+def delete_job(
+    db: Database, job_id: str, owner: str | None = None, blob_store: BlobStore = IN_DATABASE
+) -> None:
     """Delete a finished job with its model, loss history and checkpoint (ON DELETE CASCADE),
-    and log the deletion, so every API process drops the model from its cache.
+    and log the deletion, so every API process drops the model from its cache. Its blobs in
+    the blob store go after the commit.
 
     With `owner`, another owner's job is reported as not found.
     """
@@ -460,6 +474,7 @@ def delete_job(db: Database, job_id: str, owner: str | None = None) -> None:
             raise NotFound(f"no job or model with id {job_id}")
         if job.status not in TERMINAL_STATUSES:
             raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting it")
+        refs = blobs.refs_of_jobs(session, [job_id])
         session.execute(delete(Job).where(Job.id == job_id))
         # The newest entry always stays: SQLite would otherwise reuse its sequence number, and
         # a process that had read up to it would miss the next deletion.
@@ -470,6 +485,8 @@ def delete_job(db: Database, job_id: str, owner: str | None = None) -> None:
             )
         )
         session.add(ModelDeletion(model_id=job_id, deleted_at=now))
+    # Only once no row names them: a crash before this line leaves orphans, not lost data.
+    blob_store.discard(refs)
     # After the commit: the job's data, weights and checkpoint left free pages behind.
     db.reclaim_free_pages()
 

@@ -6,8 +6,9 @@ submits cannot overshoot: SQLite serializes writers, and on PostgreSQL an adviso
 owner does the same for one owner's submits (other owners never wait on it).
 
 Stored bytes are never measured by reading blobs: each job carries `stored_bytes`, recounted
-from the blobs' lengths (which neither database reads the blob to answer) whenever one of its
-blobs is written or dropped, and an owner's total is a SUM over an index.
+from the blobs' lengths (which neither database reads the blob to answer) and the sizes recorded
+for blobs kept in a blob store (service/blobs.py) whenever one of its blobs is written or
+dropped, and an owner's total is a SUM over an index.
 """
 
 from __future__ import annotations
@@ -76,15 +77,27 @@ def _serialize_owner(session: Session, owner: str) -> None:
     session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
+def job_data_bytes(job: Job) -> int:
+    """The size of a new job's training data, in its row or in the blob store (the size column
+    is unset until the row is first flushed)."""
+    return len(job.data) + (job.data_ref_size or 0)
+
+
 def stored_bytes_expression() -> ColumnElement[int]:
-    """A job's stored bytes from the lengths of its blobs (data, model weights, checkpoint)."""
-    weights = select(func.length(Model.weights)).where(Model.id == Job.id).scalar_subquery()
+    """A job's stored bytes from the lengths of its blobs (data, model weights, checkpoint):
+    a blob's bytes in its row plus those it keeps in the blob store (one of them is 0)."""
+    weights = (
+        select(func.length(Model.weights) + Model.weights_ref_size)
+        .where(Model.id == Job.id)
+        .scalar_subquery()
+    )
     checkpoint = (
         select(func.length(CheckpointRecord.state))
         .where(CheckpointRecord.job_id == Job.id)
         .scalar_subquery()
     )
-    return func.length(Job.data) + func.coalesce(weights, 0) + func.coalesce(checkpoint, 0)
+    data = func.length(Job.data) + Job.data_ref_size
+    return data + func.coalesce(weights, 0) + func.coalesce(checkpoint, 0)
 
 
 def recount_stored_bytes(session: Session, *where: ColumnElement[bool]) -> None:

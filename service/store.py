@@ -1,6 +1,7 @@
-"""Bytes in the database <-> tensors and arrays. safetensors only: reading never runs code.
+"""Stored bytes <-> tensors and arrays. safetensors only: reading never runs code.
 
-This module deals in tensors, arrays and JSON; it builds no network (that is inference's job).
+This module deals in tensors, arrays and JSON; it builds no network (that is inference's job),
+and it does not care where the bytes are kept (the database, or a blob store: service/blobs.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from safetensors.numpy import save as save_arrays
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-
-class CorruptBlob(Exception):
-    """Stored bytes that are not the safetensors we wrote."""
+# Defined beside the blob stores, whose missing files are corrupt blobs too; re-exported here,
+# where the decoders that raise it live.
+from service.blobs import CorruptBlob as CorruptBlob
 
 
 def encode_weights(state: dict[str, torch.Tensor]) -> bytes:

@@ -41,9 +41,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_job_attempts_job", "job_attempts", ["job_id", "attempt"])
     op.create_index(
-        "ix_jobs_lease_expiry",
+        "ix_jobs_running",
         "jobs",
-        ["lease_expires_at"],
+        ["lease_owner"],
         sqlite_where=RUNNING,
         postgresql_where=RUNNING,
     )
@@ -62,6 +62,6 @@ def downgrade() -> None:
     with op.batch_alter_table("workers") as batch:
         batch.drop_column("pid")
     op.drop_index("ix_jobs_queued_owner", table_name="jobs")
-    op.drop_index("ix_jobs_lease_expiry", table_name="jobs")
+    op.drop_index("ix_jobs_running", table_name="jobs")
     op.drop_index("ix_job_attempts_job", table_name="job_attempts")
     op.drop_table("job_attempts")

@@ -11,6 +11,7 @@ from service.api.auth import Principal
 from service.api.gate import authorization_header, principal_of
 from service.api.micro_batch import MicroBatcher
 from service.api.state import ApiState
+from service.blobs import BlobStore
 from service.config import Settings
 from service.db import Database
 from service.errors import NotFound, UnsupportedMediaType
@@ -30,6 +31,10 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_database(request: Request) -> Database:
     return api_state(request).db
+
+
+async def get_blob_store(request: Request) -> BlobStore:
+    return api_state(request).blob_store
 
 
 async def get_predictors(request: Request) -> PredictorCache:
@@ -56,6 +61,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
 PredictLimitsDep = Annotated[PredictLimits, Depends(get_predict_limits)]
 

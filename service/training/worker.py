@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from types import FrameType
 
 import torch
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service import fleet, queue, retention, wakeup
+from service import blobs, fleet, queue, retention, wakeup
 from service.config import Settings
 from service.db import Database
 from service.models import Job, JobStatus, Model
@@ -85,6 +84,8 @@ class Worker:
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
         self.db = db or Database(settings.database_url)
+        # Where training data is read from and weights are written (a bad URL stops it here).
+        self.blob_store = blobs.open_blob_store(settings.blob_store_url)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.devices = worker_devices(settings.device)
         self.device_kinds = sorted({d.type for d in self.devices})
@@ -96,6 +97,7 @@ class Worker:
         self._wakeups: wakeup.WakeUps | None = None
         self._last_sweep = 0.0
         self._last_retention = 0.0
+        self._last_orphan_sweep = 0.0
 
     def request_stop(self) -> None:
         """Stop claiming; hand the running job back to the queue."""
@@ -181,10 +183,15 @@ class Worker:
         if now - self._last_retention >= RETENTION_SWEEP_SECONDS:
             self._last_retention = now
             dropped = retention.drop_expired_training_data(
-                self.db, self.settings.job_data_retention_seconds
+                self.db, self.settings.job_data_retention_seconds, blob_store=self.blob_store
             )
             if dropped:
                 log.info("dropped the training data of %d job(s) past retention", dropped)
+        if now - self._last_orphan_sweep >= retention.ORPHAN_SWEEP_SECONDS:
+            self._last_orphan_sweep = now
+            swept = retention.sweep_orphan_blobs(self.db, self.blob_store)
+            if swept:
+                log.info("removed %d orphan file(s) from the blob store", swept)
         if not queue.has_queued(self.db, self.device_kinds):
             return False
         job_id = queue.claim(
@@ -260,10 +267,7 @@ class Worker:
             warning=warning,
         ):
             return
-        with self.db.read() as session:
-            dataset = decode_dataset(
-                session.scalars(select(Job.data).where(Job.id == job_id)).one()
-            )
+        dataset = decode_dataset(blobs.read_job_data(self.db, self.blob_store, job_id))
         spec = job.spec
         prepared = prepare(
             dataset.x,
@@ -381,13 +385,16 @@ class Worker:
             id=job_id,
             task="classification" if classes is not None else "regression",
             architecture=config.to_dict(),
-            weights=encode_weights(result.state),
             scalers=prepared.scalers_json(),
             n_features=config.n_inputs,
             n_outputs=config.n_outputs,
             classes=classes,
             metrics=metrics,
         )
+        weights = encode_weights(result.state)
+        # With a blob store, the file is written before the transaction that names it: a crash
+        # in between leaves an orphan file (swept later), never a model without weights.
+        blobs.stow_weights(self.blob_store, model, weights)
         try:
             outcome = queue.finish_succeeded(
                 self.db, job_id, self.worker_id, model, rows, result.best_epoch
@@ -395,7 +402,9 @@ class Worker:
         except OperationalError:
             raise  # the database is away, not refusing this model: the job's lease decides
         except SQLAlchemyError as exc:  # too big for it, most likely
-            raise ModelNotStored(len(model.weights), rows) from exc
+            raise ModelNotStored(len(weights), rows) from exc
+        if outcome != JobStatus.SUCCEEDED:  # no row names the file: its key is this attempt's
+            self.blob_store.discard([model.weights_ref])
         if outcome == JobStatus.SUCCEEDED:
             log.info(
                 "job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss, last.seconds

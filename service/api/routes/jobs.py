@@ -14,7 +14,15 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from service import fleet, queue
-from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404, require_json
+from service.api.deps import (
+    BlobStoreDep,
+    DatabaseDep,
+    PrincipalDep,
+    SettingsDep,
+    job_or_404,
+    require_json,
+)
+from service.blobs import BlobStore
 from service.config import Settings
 from service.db import Database
 from service.errors import InvalidInput, RequestInvalid
@@ -88,6 +96,7 @@ async def submit_job(
     http: Request,
     response: Response,
     db: DatabaseDep,
+    blob_store: BlobStoreDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[
@@ -110,7 +119,7 @@ async def submit_job(
     # Parsing, validation, encoding the data and the insert take seconds of CPU for a job of
     # several megabytes: in a worker thread, so they never stall the other requests.
     return await run_in_threadpool(
-        queue_job, body, response, db, settings, principal.owner, idempotency_key
+        queue_job, body, response, db, settings, principal.owner, idempotency_key, blob_store
     )
 
 
@@ -132,6 +141,7 @@ def queue_job(
     settings: Settings,
     owner: str,
     idempotency_key: str | None,
+    blob_store: BlobStore,
 ) -> JobOut:
     request = parse_job(body)
     # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
@@ -142,7 +152,7 @@ def queue_job(
     if idempotency_key is not None:
         job.idempotency_key = idempotency_key
         job.request_hash = digest
-    stored, created = queue.enqueue_once(db, job, Quota.from_settings(settings))
+    stored, created = queue.enqueue_once(db, job, Quota.from_settings(settings), blob_store)
     if not created:
         if stored.request_hash != job.request_hash:
             raise InvalidInput(

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service import queue
 from service.api.deps import (
     BatcherDep,
+    BlobStoreDep,
     DatabaseDep,
     PredictLimitsDep,
     PredictorsDep,
@@ -102,12 +103,16 @@ def get_model(model_id: str, db: DatabaseDep, principal: PrincipalDep) -> ModelO
     responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job is still active"}},
 )
 def delete_model(
-    model_id: str, db: DatabaseDep, predictors: PredictorsDep, principal: PrincipalDep
+    model_id: str,
+    db: DatabaseDep,
+    blob_store: BlobStoreDep,
+    predictors: PredictorsDep,
+    principal: PrincipalDep,
 ) -> Response:
     """Delete a model with its job and loss history. An active job must be cancelled first.
 
     Every API process stops serving it within DELETION_POLL_SECONDS; this one at once."""
-    queue.delete_job(db, model_id, owner=principal.owner_filter)
+    queue.delete_job(db, model_id, owner=principal.owner_filter, blob_store=blob_store)
     predictors.forget(model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
