@@ -18,19 +18,23 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     CursorResult,
     Executable,
-    Select,
+    String,
+    TextualSelect,
+    bindparam,
     delete,
     exists,
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from service import blobs, quota, wakeup
 from service.blobs import IN_DATABASE, BlobStore
@@ -106,50 +110,77 @@ def _claimable(
     return (job.status == JobStatus.QUEUED, job.required_device.in_(("auto", *device_kinds)))
 
 
-def _fairest(device_kinds: Sequence[str], candidate: type[Job]) -> Select[str]:
-    """The queued job that goes next: round-robin by owner, so one key's thousand jobs cannot
-    starve another key's one.
+# Which queued job goes next: round-robin by owner, so one key's thousand jobs cannot starve
+# another key's one.
+#   1. The owner with the fewest running jobs: with several workers, each owner gets a share.
+#   2. Then the owner whose last job started longest ago (never: first). With one worker nobody
+#      has a job running at claim time, so this is what takes turns between owners.
+#   3. Then the owner whose oldest waiting job is oldest, and that job: each owner's own jobs
+#      run in the order it queued them.
+#
+# The work is per waiting owner, never per queued job, so a claim costs the same at 10 queued
+# jobs as at 10,000: `waiting` walks the owners of queued jobs one index seek each (a "loose
+# index scan" of ix_jobs_queued_owner), `ranked` takes three index seeks per owner
+# (ix_jobs_owner_status, ix_jobs_owner_usage, ix_jobs_queued_owner), and the pick reads the
+# chosen owner's oldest job from ix_jobs_queued_owner. Written as SQL: the recursive walk and
+# the per-owner pick say what the planner must do more plainly than the ORM could.
+_RANKED_OWNERS = """
+WITH RECURSIVE waiting(owner) AS (
+    SELECT (SELECT first.owner FROM jobs AS first {walk_index}
+            WHERE first.status = 'queued' ORDER BY first.owner LIMIT 1)
+    UNION ALL
+    SELECT (SELECT later.owner FROM jobs AS later {walk_index}
+            WHERE later.status = 'queued' AND later.owner > waiting.owner
+            ORDER BY later.owner LIMIT 1)
+    FROM waiting WHERE waiting.owner IS NOT NULL
+),
+ranked AS MATERIALIZED (
+    SELECT waiting.owner,
+        (SELECT count(*) FROM jobs AS other
+         WHERE other.owner = waiting.owner AND other.status = 'running') AS running,
+        (SELECT max(other.started_at) FROM jobs AS other
+         WHERE other.owner = waiting.owner) AS last_start,
+        (SELECT min(other.created_at) FROM jobs AS other
+         WHERE other.owner = waiting.owner AND other.status = 'queued'
+           AND other.required_device IN :device_kinds) AS oldest
+    FROM waiting WHERE waiting.owner IS NOT NULL
+)
+"""
+_TURN_ORDER = "ORDER BY running, last_start NULLS FIRST, oldest, owner"
+_OWNERS_OLDEST = """
+    SELECT candidate.id FROM jobs AS candidate
+    WHERE candidate.owner = turn.owner AND candidate.status = 'queued'
+      AND candidate.required_device IN :device_kinds
+    ORDER BY candidate.created_at, candidate.id
+    LIMIT 1
+"""
+# PostgreSQL: owners in turn, each one's oldest job not being claimed by another worker (SKIP
+# LOCKED skips a locked row rather than waiting for it); the first owner that has one wins, so
+# the lateral pick runs once, locking one row, unless that owner's jobs are all being claimed.
+_FAIREST_POSTGRESQL = f"""{_RANKED_OWNERS.format(walk_index="")}
+SELECT pick.id FROM
+    (SELECT owner, running, last_start, oldest FROM ranked WHERE oldest IS NOT NULL
+     {_TURN_ORDER}) AS turn
+CROSS JOIN LATERAL ({_OWNERS_OLDEST} FOR UPDATE SKIP LOCKED) AS pick
+LIMIT 1
+"""
+# SQLite has one writer at a time (BEGIN IMMEDIATE): nothing to skip, and no LATERAL. Without
+# table statistics (nothing runs ANALYZE) its planner walks the owners through the status index,
+# sorting every queued job at each step: INDEXED BY keeps the walk on the partial index.
+_FAIREST_SQLITE = f"""{_RANKED_OWNERS.format(walk_index="INDEXED BY ix_jobs_queued_owner")}
+SELECT ({_OWNERS_OLDEST}) AS id FROM ranked AS turn WHERE oldest IS NOT NULL
+{_TURN_ORDER}
+LIMIT 1
+"""
 
-    1. The owner with the fewest running jobs: with several workers, each owner gets a share.
-    2. Then the owner whose last job started longest ago (never: first). With one worker
-       nobody has a job running at claim time, so this is what takes turns between owners.
-    3. Then the owner whose oldest waiting job is oldest, and that job: each owner's own jobs
-       run in the order it queued them.
 
-    Owners are ranked once each, not once per queued job: the ranking's two subqueries are
-    index seeks (ix_jobs_owner_status, ix_jobs_owner_usage) per waiting owner, and the queued
-    jobs themselves are only read from their partial index and sorted.
-    """
-    other = aliased(Job, name="other")
-    waiting = (
-        select(Job.owner.label("owner"), func.min(Job.created_at).label("oldest"))
-        .where(*_claimable(device_kinds))
-        .group_by(Job.owner)
-        .subquery("waiting")
+def _fairest(dialect: str, device_kinds: Sequence[str]) -> TextualSelect:
+    """The id of the queued job that goes next for a worker with these device kinds."""
+    sql = _FAIREST_POSTGRESQL if dialect == "postgresql" else _FAIREST_SQLITE
+    kinds: BindParameter[list[str]] = bindparam(
+        "device_kinds", value=["auto", *device_kinds], expanding=True
     )
-    running = (
-        select(func.count())
-        .select_from(other)
-        .where(other.owner == waiting.c.owner, other.status == JobStatus.RUNNING)
-        .scalar_subquery()
-    )
-    last_start = (
-        select(func.max(other.started_at)).where(other.owner == waiting.c.owner).scalar_subquery()
-    )
-    # MATERIALIZED: computed once, one row per owner. Inlined, PostgreSQL's planner would move
-    # the two subqueries into the sort and run them once per queued job.
-    # Ranked by a number, so the jobs' sort compares integers and times, not owner strings.
-    turn = func.row_number().over(
-        order_by=(running, last_start.asc().nulls_first(), waiting.c.oldest, waiting.c.owner)
-    )
-    owners = select(waiting.c.owner, turn.label("turn")).cte("owners").prefix_with("MATERIALIZED")
-    return (
-        select(candidate.id)
-        .join(owners, owners.c.owner == candidate.owner)
-        .where(*_claimable(device_kinds, candidate))
-        .order_by(owners.c.turn, candidate.created_at, candidate.id)
-        .limit(1)
-    )
+    return text(sql).bindparams(kinds).columns(id=String())
 
 
 @retry_transient
@@ -164,39 +195,34 @@ def claim(
     db: Database, worker_id: str, lease_seconds: float, device_kinds: Sequence[str] = ("cpu",)
 ) -> str | None:
     """Atomically take the next queued job this worker's devices can run, fairly across owners
-    (see _fair_order): one statement, so no two workers get the same job, and a job that
+    (see _RANKED_OWNERS), so no two workers get the same job, and a job that
     requires a GPU never lands on a CPU worker. Opens the job's attempt record."""
-    candidate = aliased(Job, name="candidate")
-    fairest = _fairest(device_kinds, candidate)
-    if db.engine.dialect.name == "postgresql":
-        # Locks only the candidate row (the ranking of owners locks nothing); a row another
-        # worker is claiming is skipped, not waited for: the next in the order is taken.
-        # MATERIALIZED makes the planner run the CTE once, as written: inlined into the UPDATE,
-        # it may evaluate the LIMIT per outer row and lock (and update) more rows than one.
-        chosen = (
-            fairest.with_for_update(skip_locked=True, of=candidate)
-            .cte("chosen")
-            .prefix_with("MATERIALIZED")
-        )
-        picked: ColumnElement[bool] = Job.id == chosen.c.id
-    else:
-        # SQLite has one writer at a time (BEGIN IMMEDIATE): a plain subquery is as exact.
-        picked = Job.id == fairest.scalar_subquery()
-    statement = (
-        update(Job)
-        .where(picked, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.RUNNING,
-            lease_owner=worker_id,
-            lease_expires_at=database_now(lease_seconds),
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, database_now()),
-            error=None,
-        )
-        .returning(Job.id, Job.attempts)
+    fairest = _fairest(db.engine.dialect.name, device_kinds)
+    take = update(Job).values(
+        status=JobStatus.RUNNING,
+        lease_owner=worker_id,
+        lease_expires_at=database_now(lease_seconds),
+        attempts=Job.attempts + 1,
+        started_at=func.coalesce(Job.started_at, database_now()),
+        error=None,
     )
     with db.write() as session:
-        row = session.execute(statement).one_or_none()
+        if db.engine.dialect.name == "postgresql":
+            # One statement. MATERIALIZED makes the planner run the CTE once, as written:
+            # inlined into the UPDATE, it may evaluate the LIMIT per outer row and lock (and
+            # update) more rows than one.
+            chosen = fairest.cte("chosen").prefix_with("MATERIALIZED")
+            picked: ColumnElement[bool] = Job.id == chosen.c.id
+        else:
+            # Two statements in one BEGIN IMMEDIATE transaction: no other writer can come
+            # between them. (As a subquery of the UPDATE, SQLite ran the pick per row.)
+            job_id = session.execute(fairest).scalar()
+            if job_id is None:
+                return None
+            picked = Job.id == job_id
+        row = session.execute(
+            take.where(picked, Job.status == JobStatus.QUEUED).returning(Job.id, Job.attempts)
+        ).one_or_none()
         if row is None:
             return None
         session.execute(
