@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Unit = Literal["s", "ms", "req/s", "rows/s", "MB", "loss"]
+Unit = Literal["s", "ms", "req/s", "rows/s", "MB", "loss", "jobs/min", "%"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ def fmt(value: float | None, unit: Unit) -> str:
         return f"{value / 1e3:,.0f}k rows/s"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "jobs/min":
+        return f"{value:,.0f} jobs/min"
+    if unit == "%":
+        return f"{value:.2f}%"
     return f"{value:.5f}"
 
 

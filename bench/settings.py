@@ -27,6 +27,7 @@ ROW_ALIASES: dict[str, str] = {
     "4": "4", "predict1000": "4",
     "5": "5", "models": "5",
     "6": "6", "scaling": "6",
+    "7": "7", "fleet": "7",
 }  # fmt: skip
 
 
@@ -39,6 +40,10 @@ class Options:
     models: int  # row 5
     scaling_rows: tuple[tuple[int, int], ...]  # row 6: (rows, epochs)
     predict_sizes: tuple[tuple[int, int], ...]  # row 6: (rows per request, requests)
+    fleet_jobs: int  # row 7: tiny jobs per throughput batch (each worker count, each backend)
+    fleet_rounds: int  # row 7: batches per worker count, in rotating order (median taken)
+    fleet_claim_jobs: int  # row 7: the deep queue the claim probe runs against
+    fleet_idle_seconds: float  # row 7: how long an idle worker's CPU is watched
     rows: frozenset[str]  # which rows to run
 
 
@@ -51,7 +56,11 @@ FULL = Options(
     # Same number of batches (~5,000) per size: per-epoch time is what compares.
     scaling_rows=((2_500, 400), (25_000, 40), (250_000, 4)),
     predict_sizes=((1, 200), (100, 100), (10_000, 20)),
-    rows=frozenset("123456"),
+    fleet_jobs=80,
+    fleet_rounds=3,
+    fleet_claim_jobs=240,
+    fleet_idle_seconds=10.0,
+    rows=frozenset("1234567"),
 )
 
 QUICK = Options(
@@ -62,5 +71,9 @@ QUICK = Options(
     models=30,
     scaling_rows=((2_500, 100), (25_000, 10)),
     predict_sizes=((1, 50), (100, 30), (10_000, 5)),
-    rows=frozenset("123456"),
+    fleet_jobs=40,
+    fleet_rounds=1,
+    fleet_claim_jobs=80,
+    fleet_idle_seconds=4.0,
+    rows=frozenset("1234567"),
 )
