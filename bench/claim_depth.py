@@ -22,7 +22,8 @@ from datetime import timedelta
 
 from sqlalchemy import insert
 
-from bench.idle import DEFAULT_POSTGRES_URL, database
+from bench.idle import database
+from bench.postgres import POSTGRES_URL
 from service import queue
 from service.db import Database
 from service.migrate import upgrade
@@ -94,10 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.claim_depth", description=__doc__)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), action="append")
     parser.add_argument("--claims", type=int, default=30)
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("SERVICE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
-    )
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     for backend in args.backend or ("sqlite", "postgresql"):

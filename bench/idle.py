@@ -23,21 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from bench import jobs
+from bench.postgres import POSTGRES_URL, scratch_postgres
 from bench.procs import Managed, free_port, running, wait_http
 from bench.settings import LOG_DIR, REPO
 from bench.stats import median, percentile
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FINAL = ("succeeded", "failed", "cancelled")
 # After the warm-up job, before the idle window: the worker's own start-up work is done.
 SETTLE_SECONDS = 3.0
@@ -115,21 +112,6 @@ def pickup_ms(client: httpx.Client, n_jobs: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def fresh_postgres(admin_url: str) -> Iterator[str]:
-    """A new, empty database on the server of `admin_url`, dropped afterwards."""
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"bench_idle_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@contextlib.contextmanager
 def database(backend: str, postgres_url: str) -> Iterator[tuple[str, str]]:
     """(database URL, the service's data folder) for one measurement, removed afterwards."""
     folder = tempfile.mkdtemp(prefix="bench-idle-")
@@ -137,7 +119,7 @@ def database(backend: str, postgres_url: str) -> Iterator[tuple[str, str]]:
         if backend == "sqlite":
             yield f"sqlite:///{folder}/service.db", f"{folder}/data"
         else:
-            with fresh_postgres(postgres_url) as url:
+            with scratch_postgres(postgres_url, "bench_idle") as url:
                 yield url, f"{folder}/data"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -212,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=20, help="pickup jobs")
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get("SERVICE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        default=POSTGRES_URL,
         help="a server where a scratch database may be created",
     )
     args = parser.parse_args(argv)

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from bench import jobs
 from bench.idle import cpu_percent, process_cpu_seconds
+from bench.postgres import POSTGRES_URL, PostgresUnavailable, scratch_postgres
 from bench.procs import Managed, free_port, running, wait_http
 from bench.report import Row, Unit
 from bench.service import Service
@@ -55,9 +54,7 @@ from service.db import Database
 from service.models import TERMINAL_STATUSES, AttemptRecord, Job, JobStatus, WorkerRecord
 
 # A server where a scratch database may be created (the same variable bench/idle.py reads).
-POSTGRES_URL = os.environ.get(
-    "SERVICE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+
 SERVICE = (sys.executable, "-m", "service")
 
 
@@ -142,27 +139,10 @@ def scratch_database(backend: str, folder: str) -> Iterator[str]:
         yield f"sqlite:///{folder}/service.db"
         return
     try:
-        import psycopg  # noqa: F401
-    except ImportError as exc:
-        raise Unavailable("the PostgreSQL driver psycopg is not installed") from exc
-    admin = sa.create_engine(
-        POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    name = f"bench_fleet_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as exc:
-        admin.dispose()
-        safe = make_url(POSTGRES_URL).render_as_string(hide_password=True)
-        first_line = str(exc.orig).splitlines()[0]
-        raise Unavailable(f"PostgreSQL is not reachable at {safe}: {first_line}") from exc
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
+        with scratch_postgres(POSTGRES_URL, "bench_fleet") as url:
+            yield url
+    except PostgresUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
 
 
 def service_env(database_url: str, folder: str) -> dict[str, str]:
