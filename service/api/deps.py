@@ -9,13 +9,12 @@ from sqlalchemy.orm import Session
 
 from service.api.auth import Principal
 from service.api.gate import authorization_header, principal_of
-from service.api.micro_batch import MicroBatcher
 from service.api.state import ApiState
 from service.blobs import BlobStore
 from service.config import Settings
 from service.db import Database
 from service.errors import NotFound, UnsupportedMediaType
-from service.inference import PredictLimits, PredictorCache
+from service.inference import PredictorCache
 from service.models import Job
 
 
@@ -25,6 +24,10 @@ def api_state(request: Request) -> ApiState:
 
 
 # Async on purpose: FastAPI runs sync dependencies in a thread pool, a hop the hot path avoids.
+async def get_state(request: Request) -> ApiState:
+    return api_state(request)
+
+
 async def get_settings(request: Request) -> Settings:
     return api_state(request).settings
 
@@ -49,21 +52,12 @@ async def get_principal(request: Request) -> Principal:
     )
 
 
-async def get_batcher(request: Request) -> MicroBatcher:
-    return api_state(request).batcher
-
-
-async def get_predict_limits(request: Request) -> PredictLimits:
-    return api_state(request).limits
-
-
+StateDep = Annotated[ApiState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
-PredictLimitsDep = Annotated[PredictLimits, Depends(get_predict_limits)]
 
 
 async def require_json(request: Request) -> None:

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from service import queue
 from service.api.deps import (
-    BatcherDep,
     BlobStoreDep,
     DatabaseDep,
-    PredictLimitsDep,
     PredictorsDep,
     PrincipalDep,
+    StateDep,
     job_or_404,
 )
 from service.api.error_handlers import CLIENT_CLOSED_REQUEST
 from service.api.json_io import json_response, read_rows
-from service.errors import ModelNotReady, Overloaded
-from service.inference import Prediction, Predictor, predict, prediction_body, row_chunks
+from service.api.prediction import is_small, ready_predictor, run_prediction
+from service.errors import ModelNotReady
+from service.inference import prediction_body
 from service.models import Job, LossRecord, Model
 from service.schemas import (
     MAX_OFFSET,
@@ -35,7 +33,6 @@ from service.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from service.tuning import INLINE_WORK
 
 log = logging.getLogger("service.api")
 router = APIRouter(prefix="/models", tags=["models"])
@@ -137,12 +134,7 @@ PREDICT_BODY: dict[str, Any] = {
     },
 )
 async def predict_model(
-    model_id: str,
-    request: Request,
-    predictors: PredictorsDep,
-    principal: PrincipalDep,
-    batcher: BatcherDep,
-    limits: PredictLimitsDep,
+    model_id: str, request: Request, state: StateDep, principal: PrincipalDep
 ) -> Response:
     """Predict from raw inputs: the stored input scaler is applied, target scaling undone.
 
@@ -152,35 +144,14 @@ async def predict_model(
     client leaves), and reports every error.
     """
     inputs = await read_rows(request)
-    predictor = predictors.cached(model_id)
-    if predictor is None or not principal.can_see(predictor.owner):
-        predictor = await run_in_threadpool(predictors.get, model_id, principal.can_see)
-    limits.check(predictor, len(inputs))
-    if len(inputs) * predictor.n_parameters <= INLINE_WORK:
-        return json_response(prediction_body(await batcher.predict(predictor, inputs)))
-    prediction = await predict_off_loop(request, predictor, inputs, limits.timeout_seconds)
+    predictor = await ready_predictor(state, principal, model_id)
+    prediction = await run_prediction(request, state, predictor, inputs)
     if prediction is None:
         log.info("predict for model %s: the client left; its work stopped", model_id)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
+    if is_small(predictor, inputs):
+        return json_response(prediction_body(prediction))
     return await run_in_threadpool(json_response, prediction_body(prediction))
-
-
-async def predict_off_loop(
-    request: Request, predictor: Predictor, inputs: np.ndarray, timeout_seconds: float
-) -> Prediction | None:
-    """A big prediction in worker threads, a chunk at a time; None if the client left."""
-    deadline = time.monotonic() + timeout_seconds
-    parts = []
-    for chunk in row_chunks(predictor, inputs):
-        if await request.is_disconnected():
-            return None
-        if time.monotonic() > deadline:
-            raise Overloaded(
-                f"the prediction ran past its {timeout_seconds:g} s deadline; "
-                "send fewer rows per request"
-            )
-        parts.append(await run_in_threadpool(predict, predictor, chunk))
-    return Prediction.join(parts)
 
 
 @router.get("/{model_id}/loss", responses=NOT_FOUND)
