@@ -187,6 +187,9 @@ class Model(Base):
     n_features: Mapped[int] = mapped_column(Integer)
     n_outputs: Mapped[int] = mapped_column(Integer)
     classes: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The names of the input columns, when the training data named them (MLflow's scoring
+    # protocol matches columns by them); None means inputs are matched by position.
+    feature_names: Mapped[list[str] | None] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

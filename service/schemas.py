@@ -28,6 +28,9 @@ Label = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | str
 # A value of the data: an int or a finite float, never a bool (true is not 1.0).
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 
+# A column's name: short enough for a header row, never empty.
+FeatureName = Annotated[str, Field(min_length=1, max_length=200)]
+
 # Pagination offsets beyond this are refused (the database's integers are 64-bit).
 MAX_OFFSET = 1_000_000_000
 
@@ -61,6 +64,14 @@ class TrainingData(StrictModel):
         ),
     ]
 
+    feature_names: Annotated[
+        list[FeatureName] | None,
+        Field(
+            description="Names of the columns of x, in order. Optional: the model keeps them, "
+            "and scoring protocols that send named columns (MLflow's) match inputs by name.",
+        ),
+    ] = None
+
     @model_validator(mode="after")
     def _rectangular(self) -> TrainingData:
         if len(self.x) != len(self.y):
@@ -68,6 +79,14 @@ class TrainingData(StrictModel):
         widths = {len(row) for row in self.x}
         if len(widths) > 1:
             raise ValueError(f"rows of x must all have one length, got lengths {sorted(widths)}")
+        if self.feature_names is not None:
+            if len(self.feature_names) != len(self.x[0]):
+                raise ValueError(
+                    f"feature_names has {len(self.feature_names)} names but rows of x have "
+                    f"{len(self.x[0])} values"
+                )
+            if len(set(self.feature_names)) != len(self.feature_names):
+                raise ValueError("feature_names must not repeat a name")
         if isinstance(self.y[0], list):
             y_widths = {len(row) for row in self.y}
             if len(y_widths) > 1 or 0 in y_widths:
@@ -229,6 +248,7 @@ class ModelOut(BaseModel):
     n_features: int
     n_outputs: int
     classes: list[Label] | None
+    feature_names: list[str] | None
     scalers: dict[str, Any]
     metrics: dict[str, Any]
 

@@ -36,16 +36,22 @@ def decode_weights(blob: bytes) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Training data as stored with its job. Classification targets are class indices."""
+    """Training data as stored with its job. Classification targets are class indices; the
+    feature names, when the data came with them, name the columns of x."""
 
     x: np.ndarray
     y: np.ndarray
     classes: list[Any] | None = None
+    feature_names: list[str] | None = None
 
 
 def encode_dataset(dataset: Dataset) -> bytes:
-    metadata = {"classes": json.dumps(dataset.classes)} if dataset.classes is not None else None
-    return save_arrays({"x": dataset.x, "y": dataset.y}, metadata=metadata)
+    metadata = {
+        key: json.dumps(value)
+        for key, value in (("classes", dataset.classes), ("feature_names", dataset.feature_names))
+        if value is not None
+    }
+    return save_arrays({"x": dataset.x, "y": dataset.y}, metadata=metadata or None)
 
 
 def decode_dataset(blob: bytes) -> Dataset:
@@ -55,7 +61,8 @@ def decode_dataset(blob: bytes) -> Dataset:
     except (SafetensorError, ValueError, OSError) as exc:
         raise CorruptBlob(f"stored training data is not valid safetensors: {exc}") from exc
     classes = json.loads(metadata["classes"]) if "classes" in metadata else None
-    return Dataset(x=arrays["x"], y=arrays["y"], classes=classes)
+    names = json.loads(metadata["feature_names"]) if "feature_names" in metadata else None
+    return Dataset(x=arrays["x"], y=arrays["y"], classes=classes, feature_names=names)
 
 
 def _read_metadata(blob: bytes) -> dict[str, str]:

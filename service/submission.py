@@ -141,13 +141,13 @@ def _to_dataset(request: JobCreate) -> Dataset:
         index = {label: i for i, label in enumerate(classes)}
         y = np.asarray([index[label] for label in labels], dtype=np.int64)
         _check_float32_range(x, "x")
-        return Dataset(x=x, y=y, classes=classes)
+        return Dataset(x=x, y=y, classes=classes, feature_names=request.data.feature_names)
     y = np.asarray(request.data.y, dtype=np.float64)
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     _check_float32_range(x, "x")
     _check_float32_range(y, "y")
-    return Dataset(x=x, y=y)
+    return Dataset(x=x, y=y, feature_names=request.data.feature_names)
 
 
 def _check_float32_range(values: np.ndarray, name: str) -> None:

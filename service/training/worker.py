@@ -32,6 +32,7 @@ from service.placement import JobShape, place
 from service.schemas import JobSpec
 from service.store import (
     CorruptBlob,
+    Dataset,
     decode_checkpoint,
     decode_dataset,
     encode_checkpoint,
@@ -296,9 +297,7 @@ class Worker:
             resume=resume,
             engine=self.settings.engine,
         )
-        self._persist(
-            job_id, interrupt, progress, result, config, prepared, dataset.classes, device
-        )
+        self._persist(job_id, interrupt, progress, result, config, prepared, dataset, device)
 
     def _read_claimed(self, job_id: str) -> ClaimedJob:
         with self.db.read() as session:
@@ -340,7 +339,7 @@ class Worker:
         result: TrainingResult,
         config: NetworkConfig,
         prepared: PreparedData,
-        classes: list[object] | None,
+        dataset: Dataset,
         device: torch.device,
     ) -> None:
         rows = progress.take()
@@ -383,12 +382,13 @@ class Worker:
         }
         model = Model(
             id=job_id,
-            task="classification" if classes is not None else "regression",
+            task="classification" if dataset.classes is not None else "regression",
             architecture=config.to_dict(),
             scalers=prepared.scalers_json(),
             n_features=config.n_inputs,
             n_outputs=config.n_outputs,
-            classes=classes,
+            classes=dataset.classes,
+            feature_names=dataset.feature_names,
             metrics=metrics,
         )
         weights = encode_weights(result.state)
