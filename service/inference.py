@@ -1,7 +1,7 @@
 """Stored models become ready predictors, cached per process; one predict function serves all.
 
-Every protocol adapter (native JSON today, others later) calls `predict`, so scaling, feature
-checks and output decoding live in one place.
+Every protocol adapter (native JSON, the Open Inference Protocol, MLflow scoring) calls
+`predict`, so scaling, feature checks and output decoding live in one place.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Predictor:
     input_scaler: Scaler | None
     target_scaler: Scaler | None
     classes: list[Any] | None
+    feature_names: list[str] | None = None  # the input columns' names, when training had them
 
     @property
     def n_bytes(self) -> int:
@@ -218,17 +219,25 @@ def build_predictor(model: Model, weights: bytes, owner: str = "") -> Predictor:
         input_scaler=Scaler.from_json(model.scalers.get("inputs")),
         target_scaler=Scaler.from_json(model.scalers.get("targets")),
         classes=model.classes,
+        feature_names=model.feature_names,
     )
 
 
-def load_predictor(
+@dataclass(frozen=True)
+class StoredModel:
+    model: Model
+    weights: bytes
+    owner: str  # the job's owner
+
+
+def load_stored_model(
     db: Database,
     model_id: str,
     can_see: Callable[[str], bool] = lambda owner: True,
     blob_store: BlobStore = IN_DATABASE,
-) -> Predictor:
-    """Read a model from the database (its weights from the blob store, when they live there);
-    another owner's model is reported as not found."""
+) -> StoredModel:
+    """Read a model and its weights (from the blob store, when they live there); another
+    owner's model is reported as not found."""
     with db.read() as session:
         job = session.execute(select(Job.status, Job.owner).where(Job.id == model_id)).one_or_none()
         if job is None or not can_see(job.owner):
@@ -243,7 +252,17 @@ def load_predictor(
         raise ModelUnusable(
             f"the stored weights of model {model_id} cannot be read: {exc}"
         ) from exc
-    return build_predictor(model, weights, job.owner)
+    return StoredModel(model, weights, job.owner)
+
+
+def load_predictor(
+    db: Database,
+    model_id: str,
+    can_see: Callable[[str], bool] = lambda owner: True,
+    blob_store: BlobStore = IN_DATABASE,
+) -> Predictor:
+    stored = load_stored_model(db, model_id, can_see, blob_store)
+    return build_predictor(stored.model, stored.weights, stored.owner)
 
 
 def no_such_model(model_id: str) -> NotFound:

@@ -64,6 +64,10 @@ def test_missing_or_wrong_tokens_get_401(keyed: TestClient, headers: dict[str, s
         ("GET", "/models"),
         ("GET", "/jobs/x"),
         ("POST", "/models/x/predict"),
+        ("POST", "/models/x/invocations"),
+        ("GET", "/models/x/export"),
+        ("GET", "/v2/models/x"),
+        ("POST", "/v2/models/x/infer"),
     ]:
         response = keyed.request(method, path, headers=headers, json=JOB)
         assert response.status_code == 401, (method, path)
@@ -72,7 +76,29 @@ def test_missing_or_wrong_tokens_get_401(keyed: TestClient, headers: dict[str, s
 
 
 def test_health_needs_no_token(keyed: TestClient) -> None:
-    assert keyed.get("/healthz").status_code == 200
+    # Probes (Kubernetes, KServe) carry no keys.
+    for path in ("/healthz", "/v2/health/live", "/v2/health/ready", "/v2"):
+        assert keyed.get(path).status_code == 200, path
+
+
+def test_another_key_s_model_is_unknown_to_every_protocol(
+    keyed: TestClient, settings: Settings, db: Database
+) -> None:
+    job_id = trained_job(keyed, settings, db, ALICE)
+    tensor = {"name": "inputs", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}
+    for key, status in ((ALICE, 200), (BOB, 404), (ADMIN, 200)):
+        v2 = keyed.post(
+            f"/v2/models/{job_id}/infer", json={"inputs": [tensor]}, headers=bearer(key)
+        )
+        mlflow = keyed.post(
+            f"/models/{job_id}/invocations", json={"inputs": [[1.0]]}, headers=bearer(key)
+        )
+        exported = keyed.get(f"/models/{job_id}/export", headers=bearer(key))
+        assert (v2.status_code, mlflow.status_code, exported.status_code) == (status,) * 3, key
+    assert keyed.get(f"/v2/models/{job_id}/ready", headers=bearer(BOB)).json() == {
+        "error": f"no job or model with id {job_id}",
+        "detail": f"no job or model with id {job_id}",
+    }
 
 
 def test_each_key_sees_only_its_own_jobs_and_models(

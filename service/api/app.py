@@ -20,7 +20,7 @@ from service.api.gate import Gate
 from service.api.micro_batch import MicroBatcher
 from service.api.openapi import install_openapi
 from service.api.predict_fast_path import PredictFastPath
-from service.api.routes import health, jobs, models, workers
+from service.api.routes import export, health, jobs, mlflow, models, v2, workers
 from service.api.state import ApiState
 from service.config import Settings
 from service.inference import PredictorCache
@@ -64,8 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(export.router)
     app.include_router(workers.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
+    app.include_router(mlflow.router)
     return app
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -31,6 +33,25 @@ def error_response(
     status: int, kind: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+def routes_rendering_errors(render: Callable[[ServiceError], Response]) -> type[APIRoute]:
+    """A route class whose ServiceErrors leave through `render`: a standard protocol's routes
+    answer errors in that protocol's shape, while the native routes keep theirs."""
+
+    class ProtocolRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except ServiceError as exc:
+                    return render(exc)
+
+            return handle
+
+    return ProtocolRoute
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:

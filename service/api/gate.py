@@ -18,8 +18,19 @@ from service.errors import BadRequest, ServiceError
 
 # The scope key the principal travels under.
 PRINCIPAL = "service.principal"
-# Paths anyone may read: liveness, and the API's own documentation.
-OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Paths anyone may read: liveness (probes carry no keys), and the API's own documentation.
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    }
+)
 
 
 def authorization_header(scope: Scope) -> str | None:

@@ -14,7 +14,7 @@ from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import check_json_content_type
-from service.errors import RequestInvalid
+from service.errors import BadRequest, RequestInvalid
 from service.tuning import OFF_LOOP_PARSE_BYTES
 
 NUMERIC_KINDS = "iuf"  # signed, unsigned, float: bools and strings are refused
@@ -76,3 +76,28 @@ def rows_of_numbers(
     ):
         raise RequestInvalid(f"{field}: every value must be a finite number")
     return matrix.astype(np.float64, copy=False)
+
+
+def numbers_array(data: Any, where: str) -> np.ndarray:
+    """A JSON list of numbers, flat or nested, as an array; BadRequest (the standard protocols'
+    status) naming `where` otherwise. Booleans are refused, though numpy reads true as 1."""
+    if not isinstance(data, list):
+        raise BadRequest(f"{where} must be a list of numbers")
+    try:
+        values = np.array(data)
+    except ValueError as exc:
+        raise BadRequest(f"{where}: nested lists must be rectangular") from exc
+    if values.dtype.kind not in NUMERIC_KINDS or _holds_booleans(data):
+        raise BadRequest(f"{where}: every value must be a finite number")
+    return values
+
+
+def _holds_booleans(data: list[Any]) -> bool:
+    stack: list[list[Any]] = [data]
+    while stack:
+        for item in stack.pop():
+            if type(item) is bool:
+                return True
+            if isinstance(item, list):
+                stack.append(item)
+    return False

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
+from service.api.gate import OPEN_PATHS
 from service.schemas import ErrorOut, JobCreate
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
-OPEN_PATHS = ("/healthz",)
 BEARER = "bearer"
 SELF_PARSED_BODIES = (JobCreate,)
 

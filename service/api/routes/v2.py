@@ -1,0 +1,260 @@
+"""The Open Inference Protocol v2 (KServe / Triton / MLServer), beside the native API.
+
+Code written for those servers works here by changing the URL: health, server and model
+metadata, model readiness and inference, each also under `/versions/1` (a model has one
+version until versioning exists). The wire format is `service/api/open_inference.py`; the
+prediction is the native one (`service/api/prediction.py`). Errors take the protocol's shape,
+`{"error": sentence}` (with our `detail` beside it), and its statuses: 400 for a request that
+cannot be served, 404 for an unknown model or version.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from service import PRODUCT_NAME, __version__
+from service.api.deps import DatabaseDep, PrincipalDep, StateDep
+from service.api.error_handlers import CLIENT_CLOSED_REQUEST, routes_rendering_errors
+from service.api.open_inference import (
+    HEADER_LENGTH,
+    InferRequest,
+    OutputTensor,
+    encode_infer_response,
+    parse_infer_request,
+)
+from service.api.prediction import ready_predictor, run_prediction
+from service.errors import BadRequest, DatabaseUnavailable, NotFound, ServiceError
+from service.inference import Prediction, Predictor
+from service.schemas import ErrorOut
+
+log = logging.getLogger("service.api")
+
+MODEL_VERSION = "1"
+INPUT_NAME = "inputs"
+# Statuses the protocol gives their own meaning; any other client error is a 400 there.
+KEPT_STATUSES = frozenset({401, 404, 413, 429})
+
+
+def protocol_error(exc: ServiceError) -> JSONResponse:
+    status = exc.status_code
+    if 400 <= status < 500 and status not in KEPT_STATUSES:
+        status = 400
+    return JSONResponse(
+        {"error": exc.detail, "detail": exc.detail},
+        status_code=status,
+        headers=exc.response_headers(),
+    )
+
+
+router = APIRouter(
+    prefix="/v2",
+    tags=["open inference protocol v2"],
+    route_class=routes_rendering_errors(protocol_error),
+)
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    """The server's name, version and protocol extensions."""
+    return {"name": PRODUCT_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    """200 while the process serves requests."""
+    return {"live": True}
+
+
+@router.get("/health/ready")
+def server_ready(db: DatabaseDep) -> dict[str, bool]:
+    """200 when this process can reach the database (where every model lives)."""
+    try:
+        with db.read() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"the database cannot be reached: {type(exc).__name__}") from exc
+    return {"ready": True}
+
+
+def check_version(model_id: str, version: str) -> None:
+    if version != MODEL_VERSION:
+        raise NotFound(f"model {model_id} has no version {version}; its one version is 1")
+
+
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The model is not ready, or the request is invalid"},
+    404: {"model": ErrorOut, "description": "No such model, or no such version of it"},
+}
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "inputs": [
+                        {"name": "inputs", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}
+                    ]
+                },
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "JSON, then tensor bytes: the binary tensor data extension "
+                "(the Inference-Header-Content-Length header says where the JSON ends).",
+            },
+        },
+    }
+}
+
+
+@router.get("/models/{model_id}", responses=MODEL_ERRORS)
+async def model_metadata(model_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The model's inputs and outputs: names, datatypes and shapes (-1: any number of rows)."""
+    predictor = await ready_predictor(state, principal, model_id)
+    return {
+        "name": model_id,
+        "versions": [MODEL_VERSION],
+        "platform": "pytorch",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, predictor.n_features]}],
+        "outputs": [
+            {"name": name, "datatype": datatype, "shape": shape}
+            for name, datatype, shape in output_signature(predictor)
+        ],
+    }
+
+
+@router.get("/models/{model_id}/versions/{version}", responses=MODEL_ERRORS)
+async def model_version_metadata(
+    model_id: str, version: str, state: StateDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """The model's metadata; its one version is 1."""
+    check_version(model_id, version)
+    return await model_metadata(model_id, state, principal)
+
+
+@router.get("/models/{model_id}/ready", responses=MODEL_ERRORS)
+async def model_ready(model_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    """200 when the model answers inferences; 400 while its job has not succeeded."""
+    await ready_predictor(state, principal, model_id)
+    return {"name": model_id, "ready": True}
+
+
+@router.get("/models/{model_id}/versions/{version}/ready", responses=MODEL_ERRORS)
+async def model_version_ready(
+    model_id: str, version: str, state: StateDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Readiness of the model's version 1 (its only one)."""
+    check_version(model_id, version)
+    return await model_ready(model_id, state, principal)
+
+
+@router.post("/models/{model_id}/infer", responses=MODEL_ERRORS, openapi_extra=INFER_BODY)
+async def infer(
+    model_id: str, request: Request, state: StateDep, principal: PrincipalDep
+) -> Response:
+    """Inference on one input tensor `inputs` of shape [rows, features], JSON or binary.
+
+    Regression models answer `predictions` [rows, outputs]; classifiers `labels` [rows]
+    (INT64, or BYTES for string labels) and `probabilities` [rows, classes], all FP32."""
+    body = await request.body()
+    infer_request = await run_in_threadpool(
+        parse_infer_request, body, request.headers.get(HEADER_LENGTH)
+    )
+    predictor = await ready_predictor(state, principal, model_id)
+    inputs = model_inputs(infer_request, predictor)
+    outputs = select_outputs(infer_request, predictor)
+    prediction = await run_prediction(request, state, predictor, inputs)
+    if prediction is None:
+        log.info("v2 infer for model %s: the client left; its work stopped", model_id)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    tensors = [tensor for tensor in output_tensors(prediction, predictor) if tensor.name in outputs]
+    payload, header_length = await run_in_threadpool(
+        encode_infer_response, infer_request, model_id, MODEL_VERSION, tensors
+    )
+    if header_length is None:
+        return Response(payload, media_type="application/json")
+    return Response(
+        payload,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+@router.post(
+    "/models/{model_id}/versions/{version}/infer", responses=MODEL_ERRORS, openapi_extra=INFER_BODY
+)
+async def infer_version(
+    model_id: str, version: str, request: Request, state: StateDep, principal: PrincipalDep
+) -> Response:
+    """Inference on the model's version 1 (its only one)."""
+    check_version(model_id, version)
+    return await infer(model_id, request, state, principal)
+
+
+def output_signature(predictor: Predictor) -> list[tuple[str, str, list[int]]]:
+    """(name, datatype, shape) of each output: regression one, classification two."""
+    if predictor.classes is None:
+        return [("predictions", "FP32", [-1, predictor.n_outputs])]
+    return [
+        ("labels", label_datatype(predictor.classes), [-1]),
+        ("probabilities", "FP32", [-1, len(predictor.classes)]),
+    ]
+
+
+def label_datatype(classes: list[Any]) -> str:
+    return "INT64" if all(type(label) is int for label in classes) else "BYTES"
+
+
+def model_inputs(request: InferRequest, predictor: Predictor) -> np.ndarray:
+    """The one input tensor as float64 rows, or a 400 that says what the model takes."""
+    expected = f"one input '{INPUT_NAME}' of shape [rows, {predictor.n_features}]"
+    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+        names = ", ".join(repr(tensor.name) for tensor in request.inputs)
+        raise BadRequest(f"model {predictor.model_id} takes {expected}; got {names}")
+    values = request.inputs[0].values
+    if values.ndim != 2 or values.shape[1] != predictor.n_features or values.shape[0] == 0:
+        raise BadRequest(
+            f"model {predictor.model_id} takes {expected}; got shape {list(values.shape)}"
+        )
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise BadRequest(f"input '{INPUT_NAME}' holds NaN or infinite values")
+    return values.astype(np.float64)
+
+
+def select_outputs(request: InferRequest, predictor: Predictor) -> set[str]:
+    names = {name for name, _, _ in output_signature(predictor)}
+    if request.outputs is None:
+        return names
+    unknown = sorted(set(request.outputs) - names)
+    if unknown:
+        raise BadRequest(
+            f"model {predictor.model_id} has no output {unknown[0]!r}; "
+            f"its outputs are {', '.join(sorted(names))}"
+        )
+    return set(request.outputs)
+
+
+def output_tensors(prediction: Prediction, predictor: Predictor) -> list[OutputTensor]:
+    if prediction.values is not None:
+        values = prediction.values.astype(np.float32)
+        return [OutputTensor("predictions", "FP32", values, list(values.shape))]
+    assert prediction.labels is not None and prediction.probabilities is not None
+    datatype = label_datatype(predictor.classes or [])
+    labels: np.ndarray | list[str] = (
+        np.asarray(prediction.labels, dtype=np.int64)
+        if datatype == "INT64"
+        else [str(label) for label in prediction.labels]
+    )
+    probabilities = prediction.probabilities.astype(np.float32)
+    return [
+        OutputTensor("labels", datatype, labels, [len(prediction.labels)]),
+        OutputTensor("probabilities", "FP32", probabilities, list(probabilities.shape)),
+    ]
