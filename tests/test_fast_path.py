@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -111,3 +113,53 @@ def test_a_micro_batch_on_a_wide_model_is_flushed_by_its_work_not_its_rows() -> 
     asyncio.run(concurrently(MicroBatcher(max_work=30_000), wide, inputs))
     assert sum(calls) == sum(len(rows) for rows in inputs)  # every row answered once
     assert len(calls) > 1 and max(calls) <= 3 + 2  # flushed when a request took it past
+
+
+def v2_bodies() -> list[tuple[bytes, dict[str, str]]]:
+    """Open Inference Protocol requests (each with an id, so answers compare byte for byte):
+    JSON, binary in and out, and ones the route must answer with an error."""
+    tensor = {"name": "inputs", "shape": [2, 2], "datatype": "FP64", "data": [1.0, 2.0, 0.5, 0]}
+    binary_head = orjson.dumps(
+        {
+            "id": "b",
+            "inputs": [{**tensor, "data": None, "parameters": {"binary_data_size": 32}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).replace(b',"data":null', b"")
+    values = np.array([[1.0, 2.0], [0.5, 0.0]], dtype="<f8").tobytes()
+    return [
+        (orjson.dumps({"id": "a", "inputs": [tensor]}), JSON),
+        (binary_head + values, {"Inference-Header-Content-Length": str(len(binary_head))}),
+        (orjson.dumps({"id": "c", "inputs": [{**tensor, "name": "x"}]}), JSON),  # 400
+        (orjson.dumps({"id": "d", "inputs": [tensor], "outputs": [{"name": "nope"}]}), JSON),
+        (b"{", JSON),  # 400
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_the_v2_fast_path_and_route_answer_with_the_same_bytes(
+    both: tuple[TestClient, TestClient, PredictFastPath],
+    settings: Settings,
+    db: Database,
+    case: int,
+    task: str,
+) -> None:
+    fast, route, served = both
+    model_id = trained(fast, settings, db, REGRESSION if task == "regression" else CLASSIFICATION)
+    path = f"/v2/models/{model_id}/infer"
+    body, headers = v2_bodies()[case]
+    fast.post(path, content=v2_bodies()[0][0], headers=JSON)  # cached from now on
+    answers = [client.post(path, content=body, headers=headers) for client in (fast, route)]
+    assert answers[0].status_code == answers[1].status_code
+    assert answers[0].content == answers[1].content
+    for header in ("content-type", "inference-header-content-length"):
+        assert answers[0].headers.get(header) == answers[1].headers.get(header)
+    answered_itself = fast.portal.call(  # type: ignore[union-attr]
+        served.answer_infer,
+        {"type": "http", "headers": []},
+        model_id,
+        body,
+        {name.lower().encode(): value.encode() for name, value in headers.items()},
+    )
+    assert (answered_itself is not None) == (answers[0].status_code == 200)

@@ -1,13 +1,15 @@
-"""The native predict protocol's hot path, answered below the framework.
+"""The predict protocols' hot path, answered below the framework.
 
-`POST /models/{id}/predict` is the request a busy deployment sees most, and FastAPI's layers
-(routing, dependency solving, exception wrappers) cost several times the prediction itself.
-This ASGI middleware answers the common case directly: a JSON body with a Content-Length within
-the limit, a valid key, a model already in this process's cache, valid inputs, a small forward
-pass. Everything else (a cache miss, any error at all) continues to the FastAPI route with the
-body replayed, so loading, errors and documentation stay in one place. Both paths share
-`json_io` and, from `service.inference`, `predict`, `prediction_body` and `INLINE_WORK`; the
-route imports nothing from here. tests/test_fast_path.py holds the two to the same bytes.
+`POST /models/{id}/predict` (native) and `POST /v2/models/{id}/infer` (the Open Inference
+Protocol) are the requests a busy deployment sees most, and FastAPI's layers (routing,
+dependency solving, exception wrappers) cost several times the prediction itself. This ASGI
+middleware answers the common case directly: a body with a Content-Length within the limit, a
+valid key, a model already in this process's cache, valid inputs, a small forward pass.
+Everything else (a cache miss, any error at all) continues to the FastAPI route with the body
+replayed, so loading, errors and documentation stay in one place. Both paths share the parsers
+and writers (`json_io`; `open_inference` and `v2_tensors`) and, from `service.inference`,
+`predict`, `prediction_body` and `INLINE_WORK`; the routes import nothing from here.
+tests/test_fast_path.py holds each pair to the same bytes.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.gate import authorization_header, principal_of
 from service.api.json_io import parse_rows
+from service.api.open_inference import HEADER_LENGTH, parse_infer_request
 from service.api.state import ApiState
+from service.api.v2_tensors import infer_answer, model_inputs, select_outputs
 from service.errors import ServiceError
-from service.inference import prediction_body
-from service.tuning import INLINE_WORK
+from service.inference import Predictor, prediction_body
+from service.tuning import INLINE_WORK, OFF_LOOP_PARSE_BYTES
 
 log = logging.getLogger("service.api")
 
 PREDICT_PATH = re.compile(r"^/models/([^/]+)/predict$")
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/1)?/infer$")
 JSON_TYPES = (b"application/json",)
+JSON_HEADERS = {"content-type": "application/json"}
 # Failures of the request itself, which the route reports to the client: not worth a warning.
 CLIENT_ERRORS = (ServiceError, ValueError)
 
@@ -40,38 +46,47 @@ class PredictFastPath:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = (
-            PREDICT_PATH.match(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "POST"
-            else None
-        )
-        headers = dict(scope["headers"]) if match else {}
+        post = scope["type"] == "http" and scope["method"] == "POST"
+        native = PREDICT_PATH.match(scope["path"]) if post else None
+        infer = INFER_PATH.match(scope["path"]) if post and native is None else None
+        headers = dict(scope["headers"]) if native or infer else {}
         length = headers.get(b"content-length", b"")
         if (
-            match is None
+            (native is None and infer is None)
             or not length.isdigit()
-            or int(length) > self.max_body_bytes
-            or headers.get(b"content-type", b"").split(b";")[0].strip() not in JSON_TYPES
+            or int(length) > (self.max_body_bytes if native else OFF_LOOP_PARSE_BYTES)
+            # v2 bodies are JSON, or JSON then tensor bytes (the binary extension), whatever
+            # their Content-Type says: the Inference-Header-Content-Length header tells which.
+            or (native and media_type(headers) not in JSON_TYPES)
         ):
             await self.app(scope, receive, send)
             return
         body, more = await read_body(receive)
         if not more:
-            answer = await self.answer(scope, match.group(1), body)
-            if answer is not None:
-                await send_json(send, answer)
+            if native:
+                answer = await self.answer(scope, native.group(1), body)
+                sent = None if answer is None else (answer, JSON_HEADERS)
+            else:
+                assert infer is not None
+                sent = await self.answer_infer(scope, infer.group(1), body, headers)
+            if sent is not None:
+                await send_answer(send, *sent)
                 return
         await self.app(scope, replay(body, more, receive), send)
 
-    async def answer(self, scope: Scope, model_id: str, body: bytes) -> bytes | None:
-        """The response body, or None when the full route should take the request."""
-        predictors, keys = self.state.predictors, self.state.keys
-        predictor = predictors.cached(model_id)
+    def _ready(self, scope: Scope, model_id: str) -> Predictor | None:
+        """The cached predictor, if the caller may use it; None sends the request on."""
+        predictor = self.state.predictors.cached(model_id)
         if predictor is None:
             return None
+        principal = principal_of(scope) or self.state.keys.authenticate(authorization_header(scope))
+        return predictor if principal.can_see(predictor.owner) else None
+
+    async def answer(self, scope: Scope, model_id: str, body: bytes) -> bytes | None:
+        """The native response body, or None when the full route should take the request."""
         try:
-            principal = principal_of(scope) or keys.authenticate(authorization_header(scope))
-            if not principal.can_see(predictor.owner):
+            predictor = self._ready(scope, model_id)
+            if predictor is None:
                 return None
             inputs = parse_rows(body)
             if inputs.shape[0] * predictor.n_parameters > INLINE_WORK:
@@ -85,6 +100,35 @@ class PredictFastPath:
             log.exception("predict fast path failed for model %s; the route answers", model_id)
             return None
         return orjson.dumps(prediction_body(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def answer_infer(
+        self, scope: Scope, model_id: str, body: bytes, headers: dict[bytes, bytes]
+    ) -> tuple[bytes, dict[str, str]] | None:
+        """An Open Inference Protocol answer (body, headers), or None for the route."""
+        try:
+            predictor = self._ready(scope, model_id)
+            if predictor is None:
+                return None
+            length = headers.get(HEADER_LENGTH.encode())
+            request = parse_infer_request(body, None if length is None else length.decode())
+            inputs = model_inputs(request, predictor)
+            select_outputs(request, predictor)
+            if inputs.shape[0] * predictor.n_parameters > INLINE_WORK:
+                return None
+            self.state.limits.check(predictor, inputs.shape[0])
+            prediction = await self.state.batcher.predict(predictor, inputs)
+            answer = infer_answer(request, predictor, prediction)
+        except CLIENT_ERRORS as exc:
+            log.debug("infer fast path: %s for model %s; the route answers", exc, model_id)
+            return None
+        except Exception:
+            log.exception("infer fast path failed for model %s; the route answers", model_id)
+            return None
+        return answer.payload, answer.headers
+
+
+def media_type(headers: dict[bytes, bytes]) -> bytes:
+    return headers.get(b"content-type", b"").split(b";")[0].strip()
 
 
 async def read_body(receive: Receive) -> tuple[bytes, bool]:
@@ -110,13 +154,13 @@ def replay(body: bytes, more: bool, receive: Receive) -> Receive:
     return replaying
 
 
-async def send_json(send: Send, payload: bytes) -> None:
+async def send_answer(send: Send, payload: bytes, headers: dict[str, str]) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": 200,
             "headers": [
-                (b"content-type", b"application/json"),
+                *((name.encode(), value.encode()) for name, value in headers.items()),
                 (b"content-length", str(len(payload)).encode()),
             ],
         }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -23,22 +22,21 @@ from starlette.concurrency import run_in_threadpool
 from service import PRODUCT_NAME, __version__
 from service.api.deps import DatabaseDep, PrincipalDep, StateDep
 from service.api.error_handlers import CLIENT_CLOSED_REQUEST, routes_rendering_errors
-from service.api.open_inference import (
-    HEADER_LENGTH,
-    InferRequest,
-    OutputTensor,
-    encode_infer_response,
-    parse_infer_request,
-)
+from service.api.open_inference import HEADER_LENGTH, parse_infer_request
 from service.api.prediction import ready_predictor, run_prediction
-from service.errors import BadRequest, DatabaseUnavailable, NotFound, ServiceError
-from service.inference import Prediction, Predictor
+from service.api.v2_tensors import (
+    INPUT_NAME,
+    MODEL_VERSION,
+    infer_answer,
+    model_inputs,
+    output_signature,
+    select_outputs,
+)
+from service.errors import DatabaseUnavailable, NotFound, ServiceError
 from service.schemas import ErrorOut
 
 log = logging.getLogger("service.api")
 
-MODEL_VERSION = "1"
-INPUT_NAME = "inputs"
 # Statuses the protocol gives their own meaning; any other client error is a 400 there.
 KEPT_STATUSES = frozenset({401, 404, 413, 429})
 
@@ -170,22 +168,13 @@ async def infer(
     )
     predictor = await ready_predictor(state, principal, model_id)
     inputs = model_inputs(infer_request, predictor)
-    outputs = select_outputs(infer_request, predictor)
+    select_outputs(infer_request, predictor)  # an unknown output is refused before any work
     prediction = await run_prediction(request, state, predictor, inputs)
     if prediction is None:
         log.info("v2 infer for model %s: the client left; its work stopped", model_id)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    tensors = [tensor for tensor in output_tensors(prediction, predictor) if tensor.name in outputs]
-    payload, header_length = await run_in_threadpool(
-        encode_infer_response, infer_request, model_id, MODEL_VERSION, tensors
-    )
-    if header_length is None:
-        return Response(payload, media_type="application/json")
-    return Response(
-        payload,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(header_length)},
-    )
+    answer = await run_in_threadpool(infer_answer, infer_request, predictor, prediction)
+    return Response(answer.payload, headers=answer.headers)
 
 
 @router.post(
@@ -197,64 +186,3 @@ async def infer_version(
     """Inference on the model's version 1 (its only one)."""
     check_version(model_id, version)
     return await infer(model_id, request, state, principal)
-
-
-def output_signature(predictor: Predictor) -> list[tuple[str, str, list[int]]]:
-    """(name, datatype, shape) of each output: regression one, classification two."""
-    if predictor.classes is None:
-        return [("predictions", "FP32", [-1, predictor.n_outputs])]
-    return [
-        ("labels", label_datatype(predictor.classes), [-1]),
-        ("probabilities", "FP32", [-1, len(predictor.classes)]),
-    ]
-
-
-def label_datatype(classes: list[Any]) -> str:
-    return "INT64" if all(type(label) is int for label in classes) else "BYTES"
-
-
-def model_inputs(request: InferRequest, predictor: Predictor) -> np.ndarray:
-    """The one input tensor as float64 rows, or a 400 that says what the model takes."""
-    expected = f"one input '{INPUT_NAME}' of shape [rows, {predictor.n_features}]"
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        names = ", ".join(repr(tensor.name) for tensor in request.inputs)
-        raise BadRequest(f"model {predictor.model_id} takes {expected}; got {names}")
-    values = request.inputs[0].values
-    if values.ndim != 2 or values.shape[1] != predictor.n_features or values.shape[0] == 0:
-        raise BadRequest(
-            f"model {predictor.model_id} takes {expected}; got shape {list(values.shape)}"
-        )
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        raise BadRequest(f"input '{INPUT_NAME}' holds NaN or infinite values")
-    return values.astype(np.float64)
-
-
-def select_outputs(request: InferRequest, predictor: Predictor) -> set[str]:
-    names = {name for name, _, _ in output_signature(predictor)}
-    if request.outputs is None:
-        return names
-    unknown = sorted(set(request.outputs) - names)
-    if unknown:
-        raise BadRequest(
-            f"model {predictor.model_id} has no output {unknown[0]!r}; "
-            f"its outputs are {', '.join(sorted(names))}"
-        )
-    return set(request.outputs)
-
-
-def output_tensors(prediction: Prediction, predictor: Predictor) -> list[OutputTensor]:
-    if prediction.values is not None:
-        values = prediction.values.astype(np.float32)
-        return [OutputTensor("predictions", "FP32", values, list(values.shape))]
-    assert prediction.labels is not None and prediction.probabilities is not None
-    datatype = label_datatype(predictor.classes or [])
-    labels: np.ndarray | list[str] = (
-        np.asarray(prediction.labels, dtype=np.int64)
-        if datatype == "INT64"
-        else [str(label) for label in prediction.labels]
-    )
-    probabilities = prediction.probabilities.astype(np.float32)
-    return [
-        OutputTensor("labels", datatype, labels, [len(prediction.labels)]),
-        OutputTensor("probabilities", "FP32", probabilities, list(probabilities.shape)),
-    ]
