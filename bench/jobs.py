@@ -78,9 +78,18 @@ def ours_predict_body(n_rows: int) -> bytes:
     return encode({"inputs": predict_rows(n_rows)})
 
 
-def mlserver_body(n_rows: int) -> bytes:
+def v2_body(n_rows: int, input_name: str) -> bytes:
     """Open Inference Protocol v2: one FP64 tensor, flattened row-major."""
     rows = predict_rows(n_rows)
     flat = [v for row in rows for v in row]
-    tensor = {"name": "input-0", "shape": [len(rows), 2], "datatype": "FP64", "data": flat}
+    tensor = {"name": input_name, "shape": [len(rows), 2], "datatype": "FP64", "data": flat}
     return encode({"inputs": [tensor]})
+
+
+def mlserver_body(n_rows: int) -> bytes:
+    return v2_body(n_rows, "input-0")
+
+
+def ours_v2_body(n_rows: int) -> bytes:
+    """The same request to our /v2 route: only the input's name differs."""
+    return v2_body(n_rows, "inputs")

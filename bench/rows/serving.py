@@ -17,7 +17,7 @@ from bench.settings import Options
 from bench.stats import median
 from bench.targets import TARGETS
 
-OURS, NAIVE, MLSERVER = "ours", "naive FastAPI", "MLServer"
+OURS, OURS_V2, NAIVE, MLSERVER = "ours", "ours (v2)", "naive FastAPI", "MLServer"
 
 
 @dataclass
@@ -73,6 +73,9 @@ def run(options: Options, log: Callable[[str], None]) -> list[Row]:
         model = service.train(jobs.encode(jobs.sinc_job(2_500, epochs=100)))
         endpoints[OURS] = Endpoint(f"{service.url}/models/{model['id']}/predict",
                                    _bodies(tmp, OURS, jobs.ours_predict_body))  # fmt: skip
+        # The same service through the Open Inference Protocol: MLServer's own protocol.
+        endpoints[OURS_V2] = Endpoint(f"{service.url}/v2/models/{model['id']}/infer",
+                                      _bodies(tmp, OURS_V2, jobs.ours_v2_body))  # fmt: skip
         baselines.make_sinc_dir(tmp / "sinc")
         starters = {NAIVE: (baselines.naive_fastapi, jobs.ours_predict_body),
                     MLSERVER: (baselines.mlserver, jobs.mlserver_body)}  # fmt: skip
@@ -86,6 +89,7 @@ def run(options: Options, log: Callable[[str], None]) -> list[Row]:
                 missing[name] = f"{type(exc).__name__}: {exc}"[:300]
                 log(f"[3/4] {name} unavailable: {missing[name]}")
         _check(endpoints[OURS])
+        _check(endpoints[OURS_V2])
         for rows, clients in ((1, 32), (1000, 8)):
             if rows in wanted:
                 _load(endpoints, rows, clients, options, log)
@@ -125,6 +129,9 @@ def _rows(wanted: list[int], endpoints: dict[str, Endpoint], missing: dict[str, 
             Row("3c", f"{what}: p99 latency", "ms", figure(OURS, 1, p99),
                 figure(MLSERVER, 1, p99), "(MLServer)", TARGETS["3c"],
                 note=f"naive FastAPI p99 {naive_p99:.0f} ms" if naive_p99 else ""),
+            Row("3d", f"{what}, both on the v2 protocol: req/s vs MLServer", "req/s",
+                figure(OURS_V2, 1, rps), figure(MLSERVER, 1, rps), "(MLServer)", TARGETS["3d"],
+                unavailable=missing.get(MLSERVER, skipped)),
         ]  # fmt: skip
     if 1000 in wanted:
         what = "1,000-row predict, 8 clients"
@@ -135,6 +142,9 @@ def _rows(wanted: list[int], endpoints: dict[str, Endpoint], missing: dict[str, 
             Row("4b", f"{what}: rows/s vs naive", "rows/s", figure(OURS, 1000, rows_per_s),
                 figure(NAIVE, 1000, rows_per_s), "(naive FastAPI)",
                 unavailable=missing.get(NAIVE, skipped)),
+            Row("4c", f"{what}, both on the v2 protocol: rows/s vs MLServer", "rows/s",
+                figure(OURS_V2, 1000, rows_per_s), figure(MLSERVER, 1000, rows_per_s),
+                "(MLServer)", TARGETS["4c"], unavailable=missing.get(MLSERVER, skipped)),
         ]  # fmt: skip
     for row in out:
         row.samples = {
