@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -81,3 +82,45 @@ def test_openapi_examples_run_as_they_are(api: httpx.Client) -> None:
     assert prediction.status_code == 200, prediction.text
     assert len(prediction.json()["predictions"]) == len(predict_example["inputs"])
     assert api.get("/docs").status_code == 200
+
+
+def section_scripts(heading: str) -> list[str]:
+    """Every bash block of a README section (up to the next `## ` heading)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, re.S)
+
+
+def test_the_protocol_examples_run_as_written(
+    service: ServiceProcess, api: httpx.Client, tmp_path: Path
+) -> None:
+    """The README's Open Inference Protocol, MLflow and export examples, against a model
+    trained from columns named as they name them."""
+    x = [[a / 4, b / 4] for a in range(-8, 9) for b in range(-8, 9)]
+    body = {
+        "data": {"x": x, "y": [[a * b / 16] for a, b in x], "feature_names": ["x1", "x2"]},
+        "training": {"epochs": 5, "batch_size": 64},
+    }
+    response = api.post("/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert wait_for_job(api, job_id)["status"] == "succeeded"
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    scripts = section_scripts("Standard protocols and exports")
+    assert len(scripts) == 3
+    outputs = []
+    for script in scripts:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "API": service.url, "JOB": job_id},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr + service.log_tail()
+        outputs.append(result.stdout)
+    v2, mlflow, export = outputs
+    assert '"outputs":[{"name":"predictions"' in v2 and v2.count("[[") >= 1
+    assert mlflow.count('{"predictions":[') == 2
+    assert (tmp_path / "model.onnx").exists() and "tensor(" in export
