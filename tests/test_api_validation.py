@@ -73,6 +73,9 @@ BAD_JOBS = {
     "target scaling for classification": variant(LABELS, "preprocessing.targets", "standard"),
     "too many epochs": variant(GOOD, "training.epochs", 10**9),
     "too wide": variant(GOOD, "model.hidden_layers", [10**6]),
+    "too few feature names": variant(GOOD, "data.feature_names", ["a"]),
+    "repeated feature names": variant(GOOD, "data.feature_names", ["a", "a"]),
+    "empty feature name": variant(GOOD, "data.feature_names", ["a", ""]),
     "a string body": "just a string",
     "a list body": [GOOD],
 }
