@@ -140,6 +140,10 @@ def test_a_json_only_answer_has_no_header_length() -> None:
             "not a number",
         ),
         (
+            {"inputs": [{"name": "a", "datatype": {}, "shape": [1], "data": [1]}]},
+            "not a number",
+        ),
+        (
             {"id": 3, "inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}]},
             "'id'",
         ),

@@ -132,7 +132,7 @@ def _read_input(raw: Any, index: int, binary: bytes, offset: int) -> tuple[Input
     if not isinstance(name, str):
         raise BadRequest(f"{where}: 'name' must be a string")
     where = f"input '{name}'"
-    if datatype not in NUMERIC_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in NUMERIC_DATATYPES:
         raise BadRequest(
             f"{where}: datatype {datatype!r} is not a number type; "
             f"send one of {', '.join(NUMERIC_DATATYPES)}"
