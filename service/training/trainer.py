@@ -154,6 +154,12 @@ def train(
         )
 
     for epoch in range(first_epoch, config.epochs + 1):
+        # The engines look for a cancel between batches; an epoch of one batch has none, so
+        # a cancel is also looked for here, or it would wait for the last epoch.
+        if should_stop is not None and should_stop():
+            result.stop_reason = "cancelled"
+            result.state = trainer.weights()
+            return result
         if should_pause is not None and should_pause():
             result.stop_reason = "paused"
             result.checkpoint = checkpoint(epoch - 1) if epoch > 1 else None

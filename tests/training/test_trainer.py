@@ -129,6 +129,28 @@ def test_should_stop_interrupts_between_batches(engine: EngineChoice) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_should_stop_ends_a_run_whose_epochs_are_one_batch(engine: EngineChoice) -> None:
+    """No batch boundary inside such an epoch: the cancel is seen before the next one."""
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def on_epoch(epoch: EpochResult) -> None:
+        seen.append(epoch.epoch)
+        if epoch.epoch == 3:
+            stop.set()
+
+    result = run(
+        sinc_tensors(),
+        TrainingConfig(epochs=500, batch_size=10_000),
+        engine=engine,
+        on_epoch=on_epoch,
+        should_stop=stop.is_set,
+    )
+    assert result.stop_reason == "cancelled"
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_diverging_loss_raises_with_the_epoch(engine: EngineChoice) -> None:
     with pytest.raises(TrainingDiverged, match=r"at epoch \d+"):
         run(
