@@ -28,6 +28,7 @@ ROW_ALIASES: dict[str, str] = {
     "5": "5", "models": "5",
     "6": "6", "scaling": "6",
     "7": "7", "fleet": "7",
+    "8": "8", "datasets": "8",
 }  # fmt: skip
 
 
@@ -44,6 +45,8 @@ class Options:
     fleet_rounds: int  # row 7: batches per worker count, in rotating order (median taken)
     fleet_claim_jobs: int  # row 7: the deep queue the claim probe runs against
     fleet_idle_seconds: float  # row 7: how long an idle worker's CPU is watched
+    dataset_rows: int  # row 8: rows of the uploaded CSV
+    dataset_reps: int  # row 8: measured uploads (and submits)
     rows: frozenset[str]  # which rows to run
 
 
@@ -60,7 +63,9 @@ FULL = Options(
     fleet_rounds=3,
     fleet_claim_jobs=240,
     fleet_idle_seconds=10.0,
-    rows=frozenset("1234567"),
+    dataset_rows=1_000_000,
+    dataset_reps=3,
+    rows=frozenset("12345678"),
 )
 
 QUICK = Options(
@@ -75,5 +80,7 @@ QUICK = Options(
     fleet_rounds=1,
     fleet_claim_jobs=80,
     fleet_idle_seconds=4.0,
-    rows=frozenset("1234567"),
+    dataset_rows=1_000_000,
+    dataset_reps=1,
+    rows=frozenset("12345678"),
 )

@@ -23,4 +23,7 @@ TARGETS: dict[str, Target] = {
     "7c": Target(">=", 1.5),
     "7h": Target("<=", 1, on="project", unit="%"),  # an idle worker's CPU, SQLite
     "7i": Target("<=", 1, on="project", unit="%"),  # an idle worker's CPU, PostgreSQL
+    "8a": Target("<=", 5, on="project", unit="s"),  # a 1M-row CSV upload
+    "8b": Target("<=", 4),  # the API's peak memory growth over it, vs the file's size
+    "8c": Target("<=", 50, on="project", unit="ms"),  # a job submitted from the dataset
 }

@@ -24,12 +24,13 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
@@ -37,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import DatabaseUnavailable
-from service.models import Job, Model
+from service.models import DatasetRecord, Job, Model
 
 log = logging.getLogger("service.blobs")
 
@@ -52,6 +53,8 @@ FOLDER_MODE = 0o700
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 TEMP_NAME = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9._-]*\.[0-9a-f]{32}\.tmp")
+# A file stored from disk is copied this much at a time.
+COPY_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class CorruptBlob(Exception):
@@ -91,6 +94,9 @@ class ExternalStore(Protocol):
     def put(self, key: str, blob: bytes) -> None:
         """Store `blob` under `key`, replacing any blob there, all or nothing."""
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at `path` under `key`, as put does, without reading it into memory."""
+
     def get(self, key: str) -> bytes:
         """The blob under `key`; MissingBlob when there is none or it cannot be read."""
         ...
@@ -129,6 +135,16 @@ class FileBlobStore:
         return self.root.joinpath(*check_key(key).split("/"))
 
     def put(self, key: str, blob: bytes) -> None:
+        self._write(key, lambda file: file.write(blob))
+
+    def put_file(self, key: str, path: Path) -> None:
+        def copy(file: BinaryIO) -> None:
+            with open(path, "rb") as source:
+                shutil.copyfileobj(source, file, COPY_CHUNK_BYTES)
+
+        self._write(key, copy)
+
+    def _write(self, key: str, write: Callable[[BinaryIO], object]) -> None:
         path = self.path_of(key)
         try:
             self._make_folders(path.parent)
@@ -136,7 +152,7 @@ class FileBlobStore:
             descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             try:
                 with os.fdopen(descriptor, "wb") as file:
-                    file.write(blob)
+                    write(file)
                     file.flush()
                     os.fsync(file.fileno())
                 os.replace(temp, path)
@@ -248,6 +264,14 @@ class BlobStore:
         self.external.put(key, blob)
         return PlacedBlob(b"", key, len(blob))
 
+    def place_file(self, key: str, path: Path) -> PlacedBlob:
+        """Put the file at `path` in the blob store; only for a store that is not the
+        database (a row's own bytes are written with the row)."""
+        if self.external is None:
+            raise ValueError("blobs kept in the database are written with their row")
+        self.external.put_file(key, path)
+        return PlacedBlob(b"", key, path.stat().st_size)
+
     def fetch(self, ref: str | None, inline: bytes) -> bytes:
         """A stored blob: the row's own bytes, or the store's under `ref`."""
         if ref is None:
@@ -328,15 +352,20 @@ def _check_root(url: str, root: Path) -> None:
 
 # The top-level folders of the layout, and the keys this service writes in them: the orphan sweep
 # deletes nothing else, even in a folder shared by mistake.
-LAYOUT_FOLDERS = ("jobs", "models")
+LAYOUT_FOLDERS = ("jobs", "models", "datasets")
 OWN_KEY = re.compile(
     r"jobs/[A-Za-z0-9-]{1,64}/data\.safetensors"
     r"|models/[A-Za-z0-9-]{1,64}/weights-[0-9a-f]{16}\.safetensors"
+    r"|datasets/[A-Za-z0-9-]{1,64}/data\.safetensors"
 )
 
 
 def job_data_key(job_id: str) -> str:
     return f"jobs/{job_id}/data.safetensors"
+
+
+def dataset_data_key(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/data.safetensors"
 
 
 def weights_key(model_id: str) -> str:
@@ -347,8 +376,9 @@ def weights_key(model_id: str) -> str:
 
 def stow_job_data(blob_store: BlobStore, job: Job) -> None:
     """Move a new job's data (in `job.data`) to where `blob_store` keeps blobs. Idempotent, so
-    a retried transaction does not lose the data it already placed."""
-    if job.data_ref is not None:
+    a retried transaction does not lose the data it already placed. A job that trains from an
+    uploaded dataset has no data of its own to place."""
+    if job.data_ref is not None or job.dataset_id is not None:
         return
     placed = blob_store.place(job_data_key(job.id), job.data)
     job.data, job.data_ref, job.data_ref_size = placed.inline, placed.ref, placed.ref_size
@@ -379,6 +409,20 @@ def read_job_data(db: Database, blob_store: BlobStore, job_id: str) -> bytes:
         raise MissingBlob(f"the training data of job {job_id} cannot be read: {exc}") from exc
 
 
+def read_dataset_data(db: Database, blob_store: BlobStore, dataset_id: str) -> bytes:
+    """An uploaded dataset's stored bytes, wherever they live."""
+    with db.read() as session:
+        row = session.execute(
+            select(DatasetRecord.data, DatasetRecord.data_ref).where(DatasetRecord.id == dataset_id)
+        ).one_or_none()
+    if row is None:
+        raise MissingBlob(f"dataset {dataset_id} no longer exists")
+    try:
+        return blob_store.fetch(row.data_ref, row.data)
+    except CorruptBlob as exc:
+        raise MissingBlob(f"the data of dataset {dataset_id} cannot be read: {exc}") from exc
+
+
 def refs_of_jobs(session: Session, job_ids: Sequence[str]) -> list[str]:
     """The blob store keys the jobs' rows name (their data, their models' weights): read them
     before deleting the rows, delete the blobs after that commits."""
@@ -395,4 +439,7 @@ def referenced(session: Session, keys: Sequence[str]) -> set[str]:
     """Which of `keys` some row names."""
     data = session.scalars(select(Job.data_ref).where(Job.data_ref.in_(keys)))
     weights = session.scalars(select(Model.weights_ref).where(Model.weights_ref.in_(keys)))
-    return {ref for ref in (*data, *weights) if ref is not None}
+    datasets = session.scalars(
+        select(DatasetRecord.data_ref).where(DatasetRecord.data_ref.in_(keys))
+    )
+    return {ref for ref in (*data, *weights, *datasets) if ref is not None}

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
 
     # Request bodies above this are refused with 413 before they are read into memory.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    # A dataset upload (POST /datasets, CSV or .npz) may be this large: it streams to a
+    # temporary file, never into memory whole, so it may be far larger than other bodies.
+    max_dataset_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
 
     # Bearer-token auth: comma-separated keys, or a file with one key per line. Without keys
     # the API is unauthenticated and binds to 127.0.0.1 only. Admin keys see every job.

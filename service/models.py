@@ -1,4 +1,5 @@
-"""ORM tables: jobs (the queue), models (immutable trained networks) and the loss history."""
+"""ORM tables: jobs (the queue), models (immutable trained networks), the loss history, and
+uploaded datasets that jobs train from."""
 
 from __future__ import annotations
 
@@ -92,6 +93,12 @@ class Job(Base):
     data_ref_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # When the retention sweep emptied `data`; None while the job still holds it.
     data_dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The uploaded dataset the job trains from instead of inline data (`data` then holds b"").
+    # Deleting the dataset is refused while the job is queued or running; once it has ended,
+    # the reference is cleared (the model stays).
+    dataset_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("datasets.id", ondelete="SET NULL", name="fk_jobs_dataset_id")
+    )
     # Bytes of blobs this job holds (data, its model's weights, its checkpoint), kept current by
     # the queue whenever one is written or dropped, so an owner's storage quota is a SUM over
     # an index, never a read of the blobs themselves.
@@ -165,8 +172,45 @@ class Job(Base):
             postgresql_where=text("data_dropped_at IS NULL"),
         ),
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+        # The jobs of a dataset: whether one is active (a delete's check), and the rows a delete
+        # clears the reference of, without a scan of the table.
+        Index("ix_jobs_dataset", "dataset_id"),
         CheckConstraint(STATUS_CHECK, name="ck_jobs_status"),
     )
+
+
+class DatasetRecord(Base):
+    """An uploaded dataset: feature columns and a target, stored once and trained from by any
+    number of jobs. Immutable once written; service/datasets/ has the format and the rules."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # The owner digest of the API key that uploaded it, as for jobs ("" when auth is off).
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    name: Mapped[str | None] = mapped_column(String(200))
+    n_rows: Mapped[int] = mapped_column(Integer)
+    # Feature columns plus target columns.
+    n_columns: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(200))
+    feature_names: Mapped[list[str]] = mapped_column(JSON)
+    # One summary per column (name, role, kind, min, max, mean, std, missing), features first.
+    columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The target's distinct values when it can be a classification target (labels, or integers
+    # with few distinct values); None when it cannot. Submits validate jobs from it without
+    # reading the data.
+    classes: Mapped[list[Any] | None] = mapped_column(JSON)
+    # With a blob store, the data's key there and its size; `data` then holds b"".
+    data_ref: Mapped[str | None] = mapped_column(String(200))
+    data_ref_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The stored data's size wherever it lives: what the owner's storage quota counts.
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The data as safetensors bytes. The table's last column (migration 0010 says why): a new
+    # column must not come after it.
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+
+    __table_args__ = (Index("ix_datasets_owner_created", "owner", "created_at"),)
 
 
 class Model(Base):

@@ -1,5 +1,5 @@
 """Per-owner quotas: how many jobs one API key may have queued or running, and how many bytes
-of blobs it may keep stored (training data, models' weights, checkpoints).
+of blobs it may keep stored (training data, models' weights, checkpoints, uploaded datasets).
 
 The queue checks them inside the same write transaction that inserts the job, so concurrent
 submits cannot overshoot: SQLite serializes writers, and on PostgreSQL an advisory lock per
@@ -8,7 +8,8 @@ owner does the same for one owner's submits (other owners never wait on it).
 Stored bytes are never measured by reading blobs: each job carries `stored_bytes`, recounted
 from the blobs' lengths (which neither database reads the blob to answer) and the sizes recorded
 for blobs kept in a blob store (service/blobs.py) whenever one of its blobs is written or
-dropped, and an owner's total is a SUM over an index.
+dropped, and an owner's total is a SUM over an index. An uploaded dataset records its own size
+(`datasets.size_bytes`), and jobs that train from it add nothing: they hold no copy.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.errors import QuotaExceeded
-from service.models import ACTIVE_STATUSES, CheckpointRecord, Job, Model
+from service.models import ACTIVE_STATUSES, CheckpointRecord, DatasetRecord, Job, Model
 
 # Retry-After for a full queue: about the time a typical job takes to end and free a slot.
 ACTIVE_RETRY_AFTER_SECONDS = 30
@@ -53,19 +54,35 @@ def check(session: Session, quota: Quota, owner: str, new_bytes: int) -> None:
             "submit again once some have ended, or cancel some",
             retry_after_seconds=ACTIVE_RETRY_AFTER_SECONDS,
         )
+    _check_room(session, quota, owner, new_bytes, "this job's data")
+
+
+def check_storage(
+    session: Session, quota: Quota, owner: str, new_bytes: int, what: str = "this upload"
+) -> None:
+    """Raise QuotaExceeded unless `owner` may store `new_bytes` more (`what` names them). Call
+    it in the write transaction that then stores them."""
+    _serialize_owner(session, owner)
+    _check_room(session, quota, owner, new_bytes, what)
+
+
+def _check_room(session: Session, quota: Quota, owner: str, new_bytes: int, what: str) -> None:
     stored = stored_bytes_of(session, owner)
     if stored + new_bytes > quota.max_stored_bytes:
         raise QuotaExceeded(
-            f"this API key stores {stored} bytes and this job's data adds {new_bytes}, past "
-            f"its limit of {quota.max_stored_bytes} bytes; delete models it no longer needs "
-            "(DELETE /models/{id}) to make room",
+            f"this API key stores {stored} bytes and {what} adds {new_bytes}, past "
+            f"its limit of {quota.max_stored_bytes} bytes; delete models or datasets it no "
+            "longer needs (DELETE /models/{id}, DELETE /datasets/{id}) to make room",
             retry_after_seconds=STORAGE_RETRY_AFTER_SECONDS,
         )
 
 
 def stored_bytes_of(session: Session, owner: str) -> int:
-    total = session.scalar(select(func.sum(Job.stored_bytes)).where(Job.owner == owner))
-    return int(total or 0)
+    jobs = session.scalar(select(func.sum(Job.stored_bytes)).where(Job.owner == owner))
+    datasets = session.scalar(
+        select(func.sum(DatasetRecord.size_bytes)).where(DatasetRecord.owner == owner)
+    )
+    return int(jobs or 0) + int(datasets or 0)
 
 
 def _serialize_owner(session: Session, owner: str) -> None:

@@ -145,7 +145,14 @@ class JobCreate(StrictModel):
 
     name: Annotated[str, Field(max_length=200)] | None = None
     task: Task = "regression"
-    data: TrainingData
+    data: TrainingData | None = Field(
+        default=None, description="The training data, inline. Send this or dataset_id."
+    )
+    dataset_id: Annotated[str, Field(min_length=1, max_length=36)] | None = Field(
+        default=None,
+        description="An uploaded dataset (POST /datasets) to train from, instead of data: its "
+        "feature columns are the inputs, its target column the outputs.",
+    )
     model: NetworkSpec = Field(default_factory=NetworkSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
@@ -153,6 +160,11 @@ class JobCreate(StrictModel):
 
     @model_validator(mode="after")
     def _consistent_with_task(self) -> JobCreate:
+        if (self.data is None) == (self.dataset_id is None):
+            raise ValueError(
+                "send the training data either inline (data) or as an uploaded dataset "
+                "(dataset_id), exactly one of the two"
+            )
         if self.task == "classification":
             self._resolve_classification()
         else:
@@ -160,23 +172,22 @@ class JobCreate(StrictModel):
         training = self.training
         if training.early_stopping_patience is not None and training.validation_fraction == 0:
             raise ValueError("early_stopping_patience needs a validation_fraction above 0")
-        if training.validation_fraction > 0:
-            n_rows = len(self.data.x)
-            n_val = round(n_rows * training.validation_fraction)
-            if n_val < 1 or n_rows - n_val < 1:
-                raise ValueError(
-                    f"validation_fraction {training.validation_fraction} of {n_rows} rows "
-                    "leaves no rows for validation or for training"
-                )
+        # A dataset's rows are checked when the job is built from its stored summary.
+        if self.data is not None:
+            problem = validation_split_problem(len(self.data.x), training.validation_fraction)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def _resolve_classification(self) -> None:
-        if isinstance(self.data.y[0], list) or any(isinstance(v, float) for v in self.data.y):
-            raise ValueError("classification needs y as one int or str label per row")
-        if len({type(v) for v in self.data.y}) > 1:
-            raise ValueError("labels must be all ints or all strings, not a mix")
-        if len(set(self.data.y)) < 2:
-            raise ValueError("classification needs at least two distinct labels")
+        if self.data is not None:
+            y = self.data.y
+            if isinstance(y[0], list) or any(isinstance(v, float) for v in y):
+                raise ValueError("classification needs y as one int or str label per row")
+            if len({type(v) for v in y}) > 1:
+                raise ValueError("labels must be all ints or all strings, not a mix")
+            if len(set(y)) < 2:
+                raise ValueError("classification needs at least two distinct labels")
         if "output_activation" in self.model.model_fields_set and self.model.output_activation:
             raise ValueError(
                 "classification outputs logits with softmax; output_activation must be null"
@@ -190,12 +201,27 @@ class JobCreate(StrictModel):
             raise ValueError("target scaling applies to regression only")
 
     def _resolve_regression(self) -> None:
-        if not isinstance(self.data.y[0], list) and any(isinstance(v, str) for v in self.data.y):
-            raise ValueError("regression needs numeric y; use task 'classification' for labels")
+        if self.data is not None:
+            y = self.data.y
+            if not isinstance(y[0], list) and any(isinstance(v, str) for v in y):
+                raise ValueError("regression needs numeric y; use task 'classification' for labels")
         if self.training.loss is None:
             self.training.loss = "mse"
         elif self.training.loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression supports loss {', '.join(REGRESSION_LOSSES)}")
+
+
+def validation_split_problem(n_rows: int, validation_fraction: float) -> str | None:
+    """Why a validation split of `n_rows` cannot be made, or None when it can."""
+    if validation_fraction == 0:
+        return None
+    n_val = round(n_rows * validation_fraction)
+    if n_val < 1 or n_rows - n_val < 1:
+        return (
+            f"validation_fraction {validation_fraction} of {n_rows} rows "
+            "leaves no rows for validation or for training"
+        )
+    return None
 
 
 class JobSpec(StrictModel):
@@ -225,6 +251,10 @@ class JobOut(BaseModel):
     warnings: list[str]
     n_rows: int
     n_features: int
+    dataset_id: str | None = Field(
+        description="The uploaded dataset the job trains from; null for inline data, or once "
+        "the dataset was deleted after the job ended."
+    )
     device: str | None
     created_at: datetime
     started_at: datetime | None
@@ -234,6 +264,50 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DatasetCreate(TrainingData):
+    """A dataset sent as JSON (POST /datasets): the shape of a job's inline data, and a name.
+    The target is named by the request's `target` parameter ("y" without one)."""
+
+    name: Annotated[str, Field(max_length=200)] | None = None
+
+
+class DatasetColumnOut(BaseModel):
+    name: str
+    role: Literal["feature", "target"]
+    kind: Literal["number", "label"] = Field(
+        description="number: every value a finite number; label: text (a classification target)."
+    )
+    min: float | None = Field(description="null for labels")
+    max: float | None = Field(description="null for labels")
+    mean: float | None = Field(description="null for labels")
+    std: float | None = Field(
+        description="The population standard deviation (as the input scaler computes it); "
+        "null for labels."
+    )
+    missing: int = Field(description="Empty cells. Uploads with missing cells are refused: 0.")
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str | None
+    n_rows: int
+    n_columns: int = Field(description="Feature columns plus the target's.")
+    target: str
+    feature_names: list[str]
+    columns: list[DatasetColumnOut] = Field(
+        description="Features first, in order, then the target."
+    )
+    size_bytes: int = Field(description="The stored data's size, which the storage quota counts.")
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetOut]
     total: int
     limit: int
     offset: int

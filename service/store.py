@@ -55,14 +55,19 @@ def encode_dataset(dataset: Dataset) -> bytes:
 
 
 def decode_dataset(blob: bytes) -> Dataset:
-    try:
-        arrays = load_arrays(blob)
-        metadata = _read_metadata(blob)
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise CorruptBlob(f"stored training data is not valid safetensors: {exc}") from exc
+    arrays, metadata = decode_arrays(blob, "stored training data")
     classes = json.loads(metadata["classes"]) if "classes" in metadata else None
     names = json.loads(metadata["feature_names"]) if "feature_names" in metadata else None
     return Dataset(x=arrays["x"], y=arrays["y"], classes=classes, feature_names=names)
+
+
+def decode_arrays(blob: bytes, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays and string metadata of safetensors bytes; CorruptBlob naming `what` when
+    they are not valid."""
+    try:
+        return load_arrays(blob), _read_metadata(blob)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CorruptBlob(f"{what} is not valid safetensors: {exc}") from exc
 
 
 def _read_metadata(blob: bytes) -> dict[str, str]:

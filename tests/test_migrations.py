@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from service import queue
+from service.blobs import IN_DATABASE
 from service.config import Settings
+from service.datasets import records as datasets
+from service.datasets.csv_upload import read_csv
+from service.datasets.limits import UploadLimits
 from service.db import Base, Database, make_engine
 from service.migrate import alembic_config, upgrade
 from service.models import Job, JobStatus, UTCDateTime, utcnow
+from service.quota import Quota
 from service.schemas import JobCreate
 from service.submission import build_job
 from tests.databases import BACKENDS, fresh_postgres_database
@@ -249,3 +255,23 @@ def test_the_api_filters_by_the_same_statuses(client: TestClient) -> None:
     assert refused.status_code == 422 and refused.json()["error"] == "validation_error"
     schema = client.get("/openapi.json").json()["components"]["schemas"]["JobStatus"]
     assert schema["enum"] == [status.value for status in JobStatus]
+
+
+def test_a_downgrade_below_datasets_refuses_to_strand_their_jobs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Jobs that train from a dataset have no data of their own: 0010's downgrade refuses."""
+    upgrade(database_url)
+    settings = Settings(database_url=database_url)
+    db = Database(database_url)
+    try:
+        csv = io.BytesIO(b"a,y\n0,0\n1,1\n")
+        built = read_csv(csv, "y", UploadLimits.from_settings(settings), tmp_path)
+        dataset = datasets.store(db, IN_DATABASE, built, "", None, Quota.from_settings(settings))
+        request = JobCreate.model_validate({"dataset_id": dataset.id, "training": {"epochs": 1}})
+        queue.enqueue_once(db, build_job(request, settings, dataset))
+    finally:
+        db.dispose()
+    with pytest.raises(RuntimeError, match="1 jobs train from uploaded datasets"):
+        command.downgrade(alembic_config(database_url), "0009")
+    assert schema_diff(database_url) == []  # rolled back: still the newest schema

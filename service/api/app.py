@@ -20,7 +20,7 @@ from service.api.gate import Gate
 from service.api.micro_batch import MicroBatcher
 from service.api.openapi import install_openapi
 from service.api.predict_fast_path import PredictFastPath
-from service.api.routes import export, health, jobs, mlflow, models, v2, workers
+from service.api.routes import datasets, export, health, jobs, mlflow, models, v2, workers
 from service.api.state import ApiState
 from service.config import Settings
 from service.inference import PredictorCache
@@ -61,8 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api = state
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        route_limits=datasets.body_limits(settings),
+    )
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(export.router)
     app.include_router(workers.router)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from service import blobs, fleet, queue, retention, wakeup
 from service.config import Settings
+from service.datasets.training_data import load_job_dataset
 from service.db import Database
 from service.models import Job, JobStatus, Model
 from service.placement import JobShape, place
@@ -34,7 +35,6 @@ from service.store import (
     CorruptBlob,
     Dataset,
     decode_checkpoint,
-    decode_dataset,
     encode_checkpoint,
     encode_weights,
 )
@@ -268,7 +268,7 @@ class Worker:
             warning=warning,
         ):
             return
-        dataset = decode_dataset(blobs.read_job_data(self.db, self.blob_store, job_id))
+        dataset = load_job_dataset(self.db, self.blob_store, job_id)
         spec = job.spec
         prepared = prepare(
             dataset.x,

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from service import fleet, queue
+from service.api.auth import Principal
 from service.api.deps import (
     BlobStoreDep,
     DatabaseDep,
@@ -24,9 +26,10 @@ from service.api.deps import (
 )
 from service.blobs import BlobStore
 from service.config import Settings
+from service.datasets import records as datasets
 from service.db import Database
-from service.errors import InvalidInput, RequestInvalid
-from service.models import Job, JobStatus
+from service.errors import InvalidInput, NotFound, RequestInvalid
+from service.models import DatasetRecord, Job, JobStatus
 from service.quota import Quota
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut
 from service.submission import build_job
@@ -51,7 +54,8 @@ def job_out(job: Job, alive: set[str] | None = None) -> JobOut:
     job that requires a device none of them has says so in its warnings."""
     # Field names match the table's columns; the stored spec validates into JobSpec.
     out = JobOut.model_validate(job, from_attributes=True)
-    if job.data_dropped_at is not None:
+    # A job that trains from a dataset holds no data of its own for retention to drop.
+    if job.data_dropped_at is not None and job.dataset_id is None:
         out.warnings = [
             *out.warnings,
             f"training data dropped on {job.data_dropped_at.isoformat(timespec='seconds')} "
@@ -81,6 +85,7 @@ def live_kinds_if_needed(db: Database, settings: Settings, jobs: Sequence[Job]) 
     "",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
+        404: {"model": ErrorOut, "description": "No dataset with the dataset_id"},
         422: {"model": ErrorOut, "description": "The job spec is invalid"},
         415: {"model": ErrorOut, "description": "The body is not JSON"},
         429: {
@@ -119,7 +124,7 @@ async def submit_job(
     # Parsing, validation, encoding the data and the insert take seconds of CPU for a job of
     # several megabytes: in a worker thread, so they never stall the other requests.
     return await run_in_threadpool(
-        queue_job, body, response, db, settings, principal.owner, idempotency_key, blob_store
+        queue_job, body, response, db, settings, principal, idempotency_key, blob_store
     )
 
 
@@ -139,7 +144,7 @@ def queue_job(
     response: Response,
     db: Database,
     settings: Settings,
-    owner: str,
+    principal: Principal,
     idempotency_key: str | None,
     blob_store: BlobStore,
 ) -> JobOut:
@@ -147,12 +152,20 @@ def queue_job(
     # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
     # replay still matches after an operator changes them.
     digest = request_digest(request) if idempotency_key is not None else None
-    job = build_job(request, settings)
-    job.owner = owner
+    dataset = _dataset_of(db, request, principal)
+    job = build_job(request, settings, dataset)
+    job.owner = principal.owner
     if idempotency_key is not None:
         job.idempotency_key = idempotency_key
         job.request_hash = digest
-    stored, created = queue.enqueue_once(db, job, Quota.from_settings(settings), blob_store)
+    try:
+        stored, created = queue.enqueue_once(db, job, Quota.from_settings(settings), blob_store)
+    except IntegrityError:
+        # The dataset was deleted between the lookup and the insert, which its reference
+        # then refused: the same answer as had it been gone from the start.
+        if dataset is not None and not _dataset_exists(db, dataset.id):
+            raise _no_dataset(dataset.id) from None
+        raise
     if not created:
         if stored.request_hash != job.request_hash:
             raise InvalidInput(
@@ -161,6 +174,28 @@ def queue_job(
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/jobs/{stored.id}"
     return job_out(stored, live_kinds_if_needed(db, settings, [stored]))
+
+
+def _dataset_of(db: Database, request: JobCreate, principal: Principal) -> DatasetRecord | None:
+    """The dataset a job trains from (None for inline data); another key's is not found."""
+    if request.dataset_id is None:
+        return None
+    try:
+        return datasets.get(db, request.dataset_id, principal.owner_filter)
+    except NotFound:
+        raise _no_dataset(request.dataset_id) from None
+
+
+def _no_dataset(dataset_id: str) -> NotFound:
+    return NotFound(
+        f"no dataset with id {dataset_id} (dataset_id); upload one with POST /datasets, or "
+        "list yours with GET /datasets"
+    )
+
+
+def _dataset_exists(db: Database, dataset_id: str) -> bool:
+    with db.read() as session:
+        return session.get(DatasetRecord, dataset_id) is not None
 
 
 def request_digest(request: JobCreate) -> str:
