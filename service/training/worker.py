@@ -40,6 +40,7 @@ from service.store import (
 )
 from service.training.checkpoint import Checkpoint, UnusableCheckpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
+from service.training.evaluation import model_quality
 from service.training.job_errors import ModelNotStored, public_error, shorten
 from service.training.lease import Interrupt, LeaseKeeper
 from service.training.memory import grew, release_memory, resident_bytes
@@ -379,6 +380,8 @@ class Worker:
             "device": str(device),
             "engine": result.engine,
             "n_parameters": config.n_parameters,
+            # R², RMSE, MAE or accuracy, log-loss, confusion matrix on each split, raw units.
+            **model_quality(config, result.state, prepared, dataset.classes),
         }
         model = Model(
             id=job_id,

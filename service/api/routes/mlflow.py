@@ -25,7 +25,9 @@ from service.api.mlflow_scoring import (
     parse_json_body,
     predictions_body,
 )
+from service.api.openapi import schema_ref
 from service.api.prediction import ready_predictor, run_prediction
+from service.api.protocol_schemas import MlflowPredictions, MlflowScoringRequest
 from service.errors import ServiceError, UnsupportedMediaType
 from service.schemas import ErrorOut
 
@@ -63,7 +65,7 @@ INVOCATIONS_BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "object"},
+                "schema": schema_ref(MlflowScoringRequest),
                 "examples": {
                     "dataframe_split": {
                         "value": {"dataframe_split": {"columns": ["x1", "x2"], "data": [[1, 2]]}}
@@ -87,6 +89,7 @@ SCORING_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/{model_id}/invocations",
+    response_model=MlflowPredictions,  # documents the answer, written as bytes below
     openapi_extra=INVOCATIONS_BODY,
     responses={
         **SCORING_ERRORS,
@@ -112,7 +115,14 @@ async def invocations(
     return await run_in_threadpool(json_response, body)
 
 
-@router.get("/{model_id}/ping", responses=SCORING_ERRORS)
+@router.get(
+    "/{model_id}/ping",
+    response_class=Response,
+    responses={
+        **SCORING_ERRORS,
+        200: {"description": "The model is ready (a blank body, as MLflow's /ping sends)."},
+    },
+)
 async def ping(model_id: str, state: StateDep, principal: PrincipalDep) -> Response:
     """200 when the model answers invocations, as MLflow's `/ping` does for its one model."""
     await ready_predictor(state, principal, model_id)

@@ -20,6 +20,8 @@ from service.api.deps import (
 )
 from service.api.error_handlers import CLIENT_CLOSED_REQUEST
 from service.api.json_io import json_response, read_rows
+from service.api.model_order import NEWEST_FIRST, SortOrder, model_order
+from service.api.openapi import schema_ref
 from service.api.prediction import is_small, ready_predictor, run_prediction
 from service.errors import ModelNotReady
 from service.inference import prediction_body
@@ -60,8 +62,10 @@ def list_models(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    sort: SortOrder = NEWEST_FIRST,
 ) -> ModelList:
-    """Trained models, newest first."""
+    """Trained models, newest first, or ordered by a metric (`?sort=-val_r2`)."""
+    order = model_order(sort)
     mine = [Job.owner == principal.owner_filter] if principal.owner_filter is not None else []
     with db.read() as session:
         total = (
@@ -74,7 +78,7 @@ def list_models(
             select(Model, Job.name)
             .join(Job, Job.id == Model.id)
             .where(*mine)
-            .order_by(Model.created_at.desc(), Model.id.desc())
+            .order_by(*order)
             .limit(limit)
             .offset(offset)
         ).all()
@@ -114,10 +118,19 @@ def delete_model(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# The route reads its body itself (service/api/json_io.py, faster than a model); the examples
+# beside the reference are the ones /docs offers to run.
 PREDICT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    **schema_ref(PredictRequest),
+                    "examples": PredictRequest.model_json_schema()["examples"],
+                }
+            }
+        },
     }
 }
 

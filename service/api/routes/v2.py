@@ -23,7 +23,18 @@ from service import PRODUCT_NAME, __version__
 from service.api.deps import DatabaseDep, PrincipalDep, StateDep
 from service.api.error_handlers import CLIENT_CLOSED_REQUEST, routes_rendering_errors
 from service.api.open_inference import HEADER_LENGTH, parse_infer_request
+from service.api.openapi import schema_ref
 from service.api.prediction import ready_predictor, run_prediction
+from service.api.protocol_schemas import (
+    V2InferenceRequest,
+    V2InferenceResponse,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2ServerLive,
+    V2ServerMetadata,
+    V2ServerReady,
+    V2TensorMetadata,
+)
 from service.api.v2_tensors import (
     INPUT_NAME,
     MODEL_VERSION,
@@ -60,26 +71,28 @@ router = APIRouter(
 
 
 @router.get("")
-async def server_metadata() -> dict[str, Any]:
+async def server_metadata() -> V2ServerMetadata:
     """The server's name, version and protocol extensions."""
-    return {"name": PRODUCT_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+    return V2ServerMetadata(
+        name=PRODUCT_NAME, version=__version__, extensions=["binary_tensor_data"]
+    )
 
 
 @router.get("/health/live")
-async def server_live() -> dict[str, bool]:
+async def server_live() -> V2ServerLive:
     """200 while the process serves requests."""
-    return {"live": True}
+    return V2ServerLive(live=True)
 
 
 @router.get("/health/ready")
-def server_ready(db: DatabaseDep) -> dict[str, bool]:
+def server_ready(db: DatabaseDep) -> V2ServerReady:
     """200 when this process can reach the database (where every model lives)."""
     try:
         with db.read() as session:
             session.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(f"the database cannot be reached: {type(exc).__name__}") from exc
-    return {"ready": True}
+    return V2ServerReady(ready=True)
 
 
 def check_version(model_id: str, version: str) -> None:
@@ -95,66 +108,82 @@ INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {"type": "object"},
-                "example": {
-                    "inputs": [
-                        {"name": "inputs", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}
-                    ]
-                },
-            },
+            "application/json": {"schema": schema_ref(V2InferenceRequest)},
             "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "JSON, then tensor bytes: the binary tensor data extension "
-                "(the Inference-Header-Content-Length header says where the JSON ends).",
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "JSON, then tensor bytes: the binary tensor data extension "
+                    "(the Inference-Header-Content-Length header says where the JSON ends).",
+                }
             },
         },
     }
 }
 
 
+# The answer is written as bytes (service/api/open_inference.py); the schema documents it.
+INFER_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **MODEL_ERRORS,
+    200: {
+        "description": "The outputs: JSON, or with binary outputs JSON then tensor bytes "
+        "(Inference-Header-Content-Length says where the JSON ends).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+
+
 @router.get("/models/{model_id}", responses=MODEL_ERRORS)
-async def model_metadata(model_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+async def model_metadata(
+    model_id: str, state: StateDep, principal: PrincipalDep
+) -> V2ModelMetadata:
     """The model's inputs and outputs: names, datatypes and shapes (-1: any number of rows)."""
     predictor = await ready_predictor(state, principal, model_id)
-    return {
-        "name": model_id,
-        "versions": [MODEL_VERSION],
-        "platform": "pytorch",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, predictor.n_features]}],
-        "outputs": [
-            {"name": name, "datatype": datatype, "shape": shape}
+    return V2ModelMetadata(
+        name=model_id,
+        versions=[MODEL_VERSION],
+        platform="pytorch",
+        inputs=[
+            V2TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, predictor.n_features])
+        ],
+        outputs=[
+            V2TensorMetadata(name=name, datatype=datatype, shape=shape)
             for name, datatype, shape in output_signature(predictor)
         ],
-    }
+    )
 
 
 @router.get("/models/{model_id}/versions/{version}", responses=MODEL_ERRORS)
 async def model_version_metadata(
     model_id: str, version: str, state: StateDep, principal: PrincipalDep
-) -> dict[str, Any]:
+) -> V2ModelMetadata:
     """The model's metadata; its one version is 1."""
     check_version(model_id, version)
     return await model_metadata(model_id, state, principal)
 
 
 @router.get("/models/{model_id}/ready", responses=MODEL_ERRORS)
-async def model_ready(model_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+async def model_ready(model_id: str, state: StateDep, principal: PrincipalDep) -> V2ModelReady:
     """200 when the model answers inferences; 400 while its job has not succeeded."""
     await ready_predictor(state, principal, model_id)
-    return {"name": model_id, "ready": True}
+    return V2ModelReady(name=model_id, ready=True)
 
 
 @router.get("/models/{model_id}/versions/{version}/ready", responses=MODEL_ERRORS)
 async def model_version_ready(
     model_id: str, version: str, state: StateDep, principal: PrincipalDep
-) -> dict[str, Any]:
+) -> V2ModelReady:
     """Readiness of the model's version 1 (its only one)."""
     check_version(model_id, version)
     return await model_ready(model_id, state, principal)
 
 
-@router.post("/models/{model_id}/infer", responses=MODEL_ERRORS, openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{model_id}/infer",
+    response_model=V2InferenceResponse,
+    responses=INFER_ANSWERS,
+    openapi_extra=INFER_BODY,
+)
 async def infer(
     model_id: str, request: Request, state: StateDep, principal: PrincipalDep
 ) -> Response:
@@ -178,7 +207,10 @@ async def infer(
 
 
 @router.post(
-    "/models/{model_id}/versions/{version}/infer", responses=MODEL_ERRORS, openapi_extra=INFER_BODY
+    "/models/{model_id}/versions/{version}/infer",
+    response_model=V2InferenceResponse,
+    responses=INFER_ANSWERS,
+    openapi_extra=INFER_BODY,
 )
 async def infer_version(
     model_id: str, version: str, request: Request, state: StateDep, principal: PrincipalDep
