@@ -1,4 +1,4 @@
-"""The seed notebook, end to end through the HTTP API.
+"""The seed notebook, end to end through the Python client (service.client).
 
 Submits the notebook's job with its own settings, waits for it, fetches the loss curve,
 predicts on the notebook's 100x100 evaluation grid, and saves the notebook's three-panel
@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no screen needed
 import matplotlib.pyplot as plt
 import numpy as np
+
+from service.client import Client, Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sinc_job import grid, sinc_job
@@ -32,20 +34,16 @@ def sinc(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
     return np.sin(r) / r
 
 
-def wait(api: httpx.Client, job_id: str, timeout: float) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    shown = None
-    while time.monotonic() < deadline:
-        job: dict[str, object] = api.get(f"/jobs/{job_id}").raise_for_status().json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        if job["epoch"] != shown:
-            shown = job["epoch"]
-            print(
-                f"  {job['status']}: epoch {job['epoch']}/{job['epochs']}, loss {job['train_loss']}"
-            )
-        time.sleep(0.5)
-    raise TimeoutError(f"job {job_id} still running after {timeout}s")
+def report_progress() -> Callable[[Job], None]:
+    """A progress callback for Client.wait: one line each time the epoch changes."""
+    shown: set[int] = set()
+
+    def report(job: Job) -> None:
+        if job.epoch not in shown:
+            shown.add(job.epoch)
+            print(f"  {job.status}: epoch {job.epoch}/{job.epochs}, loss {job.train_loss}")
+
+    return report
 
 
 def main() -> None:
@@ -56,30 +54,26 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    with httpx.Client(base_url=args.url, timeout=60.0) as api:
+    with Client(args.url) as client:
         started = time.perf_counter()
-        job = api.post("/jobs", json=sinc_job()).raise_for_status().json()
-        print(f"submitted job {job['id']}")
-        job = wait(api, job["id"], args.timeout)
-        print(f"job {job['status']} in {time.perf_counter() - started:.1f}s")
-        if job["status"] != "succeeded":
-            raise SystemExit(f"job ended {job['status']}: {job['error']}")
-        loss = api.get(f"/models/{job['id']}/loss").raise_for_status().json()
+        job = client.submit_body(sinc_job())
+        print(f"submitted job {job.id}")
+        job = client.wait(job, timeout=args.timeout, progress=report_progress())
+        print(f"job {job.status} in {time.perf_counter() - started:.1f}s")
+        if not job.succeeded:
+            raise SystemExit(f"job ended {job.status}: {job.error}")
+        loss = client.loss(job)
         eval_x = np.asarray(grid(100))
-        predicted = (
-            api.post(f"/models/{job['id']}/predict", json={"inputs": eval_x.tolist()})
-            .raise_for_status()
-            .json()
-        )
+        predicted = client.predict(job, eval_x)
 
-    model_yhat = np.asarray(predicted["predictions"])[:, 0].reshape(100, 100)
+    model_yhat = predicted.predictions[:, 0].reshape(100, 100)
     eval_x1, eval_x2 = eval_x[:, 0].reshape(100, 100), eval_x[:, 1].reshape(100, 100)
     truth = sinc(eval_x1, eval_x2)
     rmse = float(np.sqrt(np.mean((model_yhat - truth) ** 2)))
-    print(f"final training loss {loss['train_loss'][-1]:.5f}, RMSE on the 100x100 grid {rmse:.4f}")
+    print(f"final training loss {loss.train_loss[-1]:.5f}, RMSE on the 100x100 grid {rmse:.4f}")
 
     plt.figure()
-    plt.plot(loss["epochs"], loss["train_loss"])
+    plt.plot(loss.epochs, loss.train_loss)
     plt.xlabel("epoch")
     plt.ylabel("mean batch loss (MSE)")
     plt.yscale("log")

@@ -1,15 +1,17 @@
-"""`python -m service serve|api|worker|migrate`. Flags override SERVICE_* environment variables."""
+"""`python -m service serve|api|worker|migrate` runs the service (flags override SERVICE_*
+environment variables); `python -m service train|jobs|predict|loss` talks to one over HTTP."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.blobs import BadBlobStoreUrl, open_blob_store
-from service.config import Settings
-from service.file_modes import tighten_existing, use_private_umask
+from service.client import cli
 from service.process_guard import PARENT_PID_FLAG, die_with_parent
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def positive_int(text: str) -> int:
@@ -55,10 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Internal: only a worker pool (`serve`, `worker --concurrency`) sets it: out of --help.
     worker.add_argument(PARENT_PID_FLAG, type=int, help=argparse.SUPPRESS)
     with_database(commands.add_parser("migrate", help="apply database migrations"))
+    cli.add_commands(commands)
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from service.config import Settings
+
     overrides: dict[str, Any] = {
         key: value
         for key, value in vars(args).items()
@@ -68,9 +73,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command in cli.COMMANDS:
+        # A client of the service: nothing of the server side is imported for it.
+        raise SystemExit(cli.run(args))
+    run_service(args)
+
+
+def run_service(args: argparse.Namespace) -> None:
+    from service.blobs import BadBlobStoreUrl, open_blob_store
+    from service.file_modes import tighten_existing, use_private_umask
+
     # Before anything can create a file: the database, its journal, the owner secret.
     use_private_umask()
-    args = parse_args(argv)
     if args.command == "worker" and args.parent_pid is not None:
         die_with_parent(args.parent_pid)  # first, so the window before it stays short
     settings = settings_from(args)
