@@ -124,3 +124,33 @@ def test_the_protocol_examples_run_as_written(
     assert '"outputs":[{"name":"predictions"' in v2 and v2.count("[[") >= 1
     assert mlflow.count('{"predictions":[') == 2
     assert (tmp_path / "model.onnx").exists() and "tensor(" in export
+
+
+def section_blocks(heading: str, language: str) -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+@pytest.mark.parametrize("heading", ["Datasets", "Python client"])
+def test_the_dataset_and_client_examples_run_as_written(
+    service: ServiceProcess, tmp_path: Path, heading: str
+) -> None:
+    """Every bash and Python block of the section, in order, against the live service (the
+    blocks say http://127.0.0.1:8000; they get this service's address instead)."""
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    blocks = [("bash", b) for b in section_blocks(heading, "bash")]
+    blocks += [("python", b) for b in section_blocks(heading, "python")]
+    assert blocks, heading
+    env = {**os.environ, "SERVICE_URL": service.url}
+    for language, block in blocks:
+        script = block.replace("http://127.0.0.1:8000", service.url)
+        command = (
+            ["bash", "-euo", "pipefail", "-c", script]
+            if language == "bash"
+            else [sys.executable, "-c", script]
+        )
+        result = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, (block, result.stdout, result.stderr, service.log_tail())
