@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # to fit them (and the database's files) where the hard limit allows.
     max_connections: Annotated[int, Field(ge=1)] = 1000
 
+    # -- event streams (GET /jobs/{id}/events, GET /events) --
+    # How often an open stream looks for new loss rows and status changes (one indexed read).
+    event_poll_seconds: Annotated[float, Field(gt=0)] = 0.25
+    # An idle stream sends a comment this often, so proxies do not close it.
+    event_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
+
     # Trust X-Forwarded-* from a reverse proxy on 127.0.0.1 (uvicorn's rule); off saves a layer.
     proxy_headers: bool = False
 

@@ -239,7 +239,7 @@ class Model(Base):
 
 
 class LossRecord(Base):
-    """One epoch of a job's loss history: the event log that /loss (and later a stream) reads."""
+    """One epoch of a job's loss history: the event log that /loss and the event streams read."""
 
     __tablename__ = "loss_history"
 
@@ -250,6 +250,30 @@ class LossRecord(Base):
     train_loss: Mapped[float] = mapped_column(Float)
     val_loss: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class JobStatusEvent(Base):
+    """One change of a job's status, in the order readers may trust (`seq`): the log the event
+    streams replay. Written only by triggers on `jobs` (migration 0011 has them and says how
+    seq keeps commit order on PostgreSQL); seq is NULL while its transaction is in flight."""
+
+    __tablename__ = "job_status_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    # The job's epoch when its status changed: the change came after that epoch's loss row.
+    epoch: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ux_job_status_events_seq", "seq", unique=True),
+        Index("ix_job_status_events_job", "job_id", "seq"),
+        Index("ix_job_status_events_owner", "owner", "seq"),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class AttemptRecord(Base):

@@ -272,6 +272,8 @@ def test_a_downgrade_below_datasets_refuses_to_strand_their_jobs(
         queue.enqueue_once(db, build_job(request, settings, dataset))
     finally:
         db.dispose()
+    command.downgrade(alembic_config(database_url), "0010")  # newer revisions go first
     with pytest.raises(RuntimeError, match="1 jobs train from uploaded datasets"):
         command.downgrade(alembic_config(database_url), "0009")
-    assert schema_diff(database_url) == []  # rolled back: still the newest schema
+    upgrade(database_url)  # 0010's refusal left its schema whole: back to head cleanly
+    assert schema_diff(database_url) == []

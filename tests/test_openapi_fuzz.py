@@ -23,7 +23,12 @@ KEY = "fuzz-key"
 
 
 # The schema the app publishes (building it needs no database), fuzzed against a live process.
-schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+# The event streams are left out: with no worker here a queued job never ends, so its stream
+# (and GET /events, which never ends) would hold every case open for ever. tests/test_events.py
+# and tests/e2e/test_events.py test them.
+schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi()).exclude(
+    path=["/jobs/{job_id}/events", "/events"]
+)
 
 
 @pytest.fixture(scope="module")
