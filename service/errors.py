@@ -16,6 +16,7 @@
     ├── UnsupportedMediaType  415 unsupported_media_type
     ├── QuotaExceeded         429 quota_exceeded
     ├── HeadersTooLarge       431 headers_too_large
+    ├── FeatureNotInstalled   501 not_implemented
     ├── DatabaseUnavailable   503 unavailable
     └── Overloaded            503 overloaded
 
@@ -137,6 +138,14 @@ class QuotaExceeded(ServiceError):
 class HeadersTooLarge(ServiceError):
     status_code = 431
     kind = "headers_too_large"
+
+
+class FeatureNotInstalled(ServiceError):
+    """The server lacks an optional extra this request needs (say, matplotlib for plots):
+    the operator can install it; retrying will not help until then."""
+
+    status_code = 501
+    kind = "not_implemented"
 
 
 class DatabaseUnavailable(ServiceError):

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app, create_asgi_app
 from service.api.gate import Gate
+from service.api.instrumentation import RequestMetrics
 from service.api.micro_batch import MicroBatcher
 from service.api.predict_fast_path import PredictFastPath
 from service.config import Settings
@@ -42,9 +43,10 @@ def both(
 ) -> Iterator[tuple[TestClient, TestClient, PredictFastPath]]:
     """The served app (fast path in front) and the bare FastAPI app, on one database."""
     served = create_asgi_app(settings)
-    assert isinstance(served, Gate) and isinstance(served.app, PredictFastPath)
+    assert isinstance(served, RequestMetrics) and isinstance(served.app, Gate)
+    assert isinstance(served.app.app, PredictFastPath)
     with TestClient(served) as fast, TestClient(create_app(settings)) as route:
-        yield fast, route, served.app
+        yield fast, route, served.app.app
 
 
 def trained(client: TestClient, settings: Settings, db: Database, body: dict[str, Any]) -> str:

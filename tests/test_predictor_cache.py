@@ -44,7 +44,7 @@ def small_cache(
 ) -> Iterator[tuple[TestClient, PredictorCache]]:
     app = create_asgi_app(settings.model_copy(update=BOUNDS[request.param]))
     with TestClient(app) as client:
-        predictors: PredictorCache = app.app.state.predictors  # type: ignore[attr-defined]
+        predictors: PredictorCache = app.app.app.state.predictors  # type: ignore[attr-defined]
         yield client, predictors
         assert predictors.held_bytes <= LIMIT * MODEL_BYTES
 

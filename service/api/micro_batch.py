@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.inference import Prediction, Predictor, predict
+from service.metrics_registry import BATCH_REQUESTS, BATCH_ROWS
 from service.tuning import MAX_BATCH_ROWS, MAX_BATCH_WORK
 
 
@@ -50,6 +51,8 @@ class MicroBatcher:
         if entry is None:
             return
         predictor, waiting = entry.predictor, entry.waiting
+        BATCH_REQUESTS.observe(len(waiting))
+        BATCH_ROWS.observe(entry.rows)
         if len(waiting) == 1:
             _settle(predictor, *waiting[0])
             return

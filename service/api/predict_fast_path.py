@@ -21,6 +21,12 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.gate import authorization_header, principal_of
+from service.api.instrumentation import (
+    FAST_PATH_ROUTE,
+    NATIVE_PREDICT,
+    V2_INFER,
+    V2_INFER_VERSIONED,
+)
 from service.api.json_io import parse_rows
 from service.api.open_inference import HEADER_LENGTH, parse_infer_request
 from service.api.state import ApiState
@@ -33,6 +39,7 @@ log = logging.getLogger("service.api")
 
 PREDICT_PATH = re.compile(r"^/models/([^/]+)/predict$")
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/1)?/infer$")
+VERSIONED_INFER_SUFFIX = "/versions/1/infer"
 JSON_TYPES = (b"application/json",)
 JSON_HEADERS = {"content-type": "application/json"}
 # Failures of the request itself, which the route reports to the client: not worth a warning.
@@ -70,6 +77,13 @@ class PredictFastPath:
                 assert infer is not None
                 sent = await self.answer_infer(scope, infer.group(1), body, headers)
             if sent is not None:
+                scope[FAST_PATH_ROUTE] = (
+                    NATIVE_PREDICT
+                    if native
+                    else V2_INFER_VERSIONED
+                    if scope["path"].endswith(VERSIONED_INFER_SUFFIX)
+                    else V2_INFER
+                )
                 await send_answer(send, *sent)
                 return
         await self.app(scope, replay(body, more, receive), send)

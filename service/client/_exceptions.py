@@ -23,6 +23,7 @@
         ├── HeadersTooLarge       431 headers_too_large
         └── ServerError           5xx
             ├── InternalError     500 internal_error (a bug in the service)
+            ├── FeatureNotInstalled 501 not_implemented (an optional extra is missing there)
             ├── Unavailable       503 unavailable (retry_after says when)
             └── Overloaded        503 overloaded (retry_after says when)
 
@@ -195,6 +196,14 @@ class InternalError(ServerError):
     """A bug in the service: worth reporting with the request that caused it."""
 
 
+class FeatureNotInstalled(ServerError):
+    """The service lacks an optional extra this request needs (say, matplotlib for plots):
+    its operator can install it; retrying will not help until then."""
+
+    status_code = 501
+    kind = "not_implemented"
+
+
 class Unavailable(ServerError):
     """The service cannot reach its database just now; retry after `retry_after` seconds."""
 
@@ -226,6 +235,7 @@ _LEAVES: tuple[type[APIError], ...] = (
     QuotaExceeded,
     HeadersTooLarge,
     InternalError,
+    FeatureNotInstalled,
     Unavailable,
     Overloaded,
 )

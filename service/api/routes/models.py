@@ -22,10 +22,13 @@ from service.api.error_handlers import CLIENT_CLOSED_REQUEST
 from service.api.json_io import json_response, read_rows
 from service.api.model_order import NEWEST_FIRST, SortOrder, model_order
 from service.api.openapi import schema_ref
+from service.api.plotting import loss_image, surface_image
 from service.api.prediction import is_small, ready_predictor, run_prediction
 from service.errors import ModelNotReady
 from service.inference import prediction_body
-from service.models import Job, LossRecord, Model
+from service.loss_curve import read_loss_page
+from service.models import Job, Model
+from service.plots import MEDIA_TYPES
 from service.schemas import (
     MAX_OFFSET,
     ErrorOut,
@@ -41,6 +44,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 # /loss pages: the default and the most epochs one answer holds (about 60 bytes each).
 DEFAULT_LOSS_PAGE = 10_000
 MAX_LOSS_PAGE = 100_000
+# Two points (a low and a high) per stretch of epochs, for train and validation loss.
+MIN_LOSS_POINTS = 4
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No model or job with this id"}
@@ -176,26 +181,34 @@ def get_loss(
         int, Query(ge=1, le=MAX_OFFSET, description="The first epoch to return.")
     ] = 1,
     limit: Annotated[
-        int,
+        int | None,
         Query(
             ge=1,
             le=MAX_LOSS_PAGE,
-            description="At most this many epochs; `next_from_epoch` continues from there.",
+            description=f"At most this many epochs; `next_from_epoch` continues from there. "
+            f"Default {DEFAULT_LOSS_PAGE}, or with `max_points` every epoch from `from_epoch` on.",
         ),
-    ] = DEFAULT_LOSS_PAGE,
+    ] = None,
+    max_points: Annotated[
+        int | None,
+        Query(
+            ge=MIN_LOSS_POINTS,
+            le=MAX_LOSS_PAGE,
+            description="Thin the epochs asked for (from `from_epoch`, `limit` of them) to at "
+            "most this many, keeping the lowest and highest loss of each stretch of epochs.",
+        ),
+    ] = None,
 ) -> LossHistoryOut:
     """The loss of each epoch so far, oldest first; it grows while the job runs. A long history
-    comes in pages: follow `next_from_epoch` until it is null."""
+    comes in pages: follow `next_from_epoch` until it is null. Or ask for its shape in one
+    answer: `?max_points=1000` returns at most 1000 real epochs, the extremes of each stretch,
+    however long the history (thinned in the database)."""
+    if max_points is None and limit is None:
+        limit = DEFAULT_LOSS_PAGE
     with db.read() as session:
         job_status = job_or_404(session, model_id, principal).status
-        rows = session.execute(
-            select(LossRecord.epoch, LossRecord.train_loss, LossRecord.val_loss, LossRecord.seconds)
-            .where(LossRecord.job_id == model_id, LossRecord.epoch >= from_epoch)
-            .order_by(LossRecord.epoch)
-            .limit(limit + 1)
-        ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+        page = read_loss_page(session, model_id, from_epoch, limit, max_points)
+    rows = page.rows
     has_val = any(r.val_loss is not None for r in rows)
     return LossHistoryOut(
         id=model_id,
@@ -204,5 +217,55 @@ def get_loss(
         train_loss=[r.train_loss for r in rows],
         val_loss=[r.val_loss for r in rows] if has_val else None,
         seconds=[r.seconds for r in rows],
-        next_from_epoch=rows[-1].epoch + 1 if more else None,
+        next_from_epoch=page.next_from_epoch,
     )
+
+
+def image_responses(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": what,
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **NOT_FOUND,
+        501: {"model": ErrorOut, "description": "The server lacks matplotlib (the plots extra)"},
+    }
+
+
+LOSS_PLOT = "Train and validation loss per epoch, log scale; drawn while the job runs too"
+
+
+@router.get(
+    "/{model_id}/loss.png",
+    response_class=Response,
+    responses=image_responses("image/png", LOSS_PLOT),
+)
+def plot_loss_png(model_id: str, state: StateDep, principal: PrincipalDep) -> Response:
+    """The loss curve as a PNG image (a long history is thinned to its shape first)."""
+    return Response(loss_image(state, principal, model_id, "png"), media_type=MEDIA_TYPES["png"])
+
+
+@router.get(
+    "/{model_id}/loss.svg",
+    response_class=Response,
+    responses=image_responses("image/svg+xml", LOSS_PLOT),
+)
+def plot_loss_svg(model_id: str, state: StateDep, principal: PrincipalDep) -> Response:
+    """The loss curve as an SVG image (a long history is thinned to its shape first)."""
+    return Response(loss_image(state, principal, model_id, "svg"), media_type=MEDIA_TYPES["svg"])
+
+
+@router.get(
+    "/{model_id}/surface.png",
+    response_class=Response,
+    responses={
+        **image_responses("image/png", "The model's prediction over its training range"),
+        **NOT_READY,
+        422: {"model": ErrorOut, "description": "The model takes more than 2 inputs"},
+    },
+)
+def plot_surface_png(model_id: str, state: StateDep, principal: PrincipalDep) -> Response:
+    """A model of 1 input: the training data as points and the prediction as a line over the
+    trained input range. Of 2 inputs: the training data beside a map of the prediction over the
+    range of the training inputs. 409 until the job has succeeded."""
+    return Response(surface_image(state, principal, model_id), media_type=MEDIA_TYPES["png"])
