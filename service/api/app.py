@@ -17,10 +17,23 @@ from service.api.auth import KeyRing
 from service.api.body_limit import BodySizeLimit
 from service.api.error_handlers import install_error_handlers
 from service.api.gate import Gate
+from service.api.instrumentation import RequestMetrics
 from service.api.micro_batch import MicroBatcher
 from service.api.openapi import install_openapi
 from service.api.predict_fast_path import PredictFastPath
-from service.api.routes import datasets, export, health, jobs, mlflow, models, v2, workers
+from service.api.routes import (
+    dashboard,
+    datasets,
+    events,
+    export,
+    health,
+    jobs,
+    metrics,
+    mlflow,
+    models,
+    v2,
+    workers,
+)
 from service.api.state import ApiState
 from service.config import Settings
 from service.inference import PredictorCache
@@ -74,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(mlflow.router)
+    app.include_router(events.router)
+    app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     return app
 
 
@@ -93,10 +109,12 @@ def create_asgi_app(settings: Settings | None = None) -> ASGIApp:
     authenticates from the headers before any body is read.
 
     The fast path sits outside FastAPI, so the common predict request skips even the
-    framework's outer middleware; everything else (lifespan included) passes through.
+    framework's outer middleware; everything else (lifespan included) passes through. Around
+    it all, every request is counted for /metrics.
     """
     settings = settings or Settings()
     app = create_app(settings)
     state: ApiState = app.state.api
     fast_path = PredictFastPath(app, state=state, max_body_bytes=settings.max_body_bytes)
-    return Gate(fast_path, state.keys)
+    # Outermost, so the gate's refusals and the fast path's answers are counted too.
+    return RequestMetrics(Gate(fast_path, state.keys), lambda: app.openapi()["paths"])

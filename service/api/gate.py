@@ -10,6 +10,8 @@ predict fast path read it instead of authenticating again.
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.auth import ANONYMOUS, KeyRing, Principal
@@ -29,8 +31,17 @@ OPEN_PATHS = frozenset(
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
+        "/",  # the dashboard's page: it asks for the key itself, then sends it with each call
     }
 )
+# The dashboard's static files: one plain file name under /dashboard/, nothing deeper, so no
+# dot segment or other route can ride on the prefix into the open.
+OPEN_FILE = re.compile(r"/dashboard/[A-Za-z0-9_-]+\.(?:html|js|css|svg)")
+
+
+def is_open(path: str) -> bool:
+    """Whether anyone may read this path without a key."""
+    return path in OPEN_PATHS or OPEN_FILE.fullmatch(path) is not None
 
 
 def authorization_header(scope: Scope) -> str | None:
@@ -59,7 +70,7 @@ class Gate:
             header = authorization_header(scope)
             if not self.keys.enabled:
                 scope[PRINCIPAL] = ANONYMOUS
-            elif scope["path"] not in OPEN_PATHS:
+            elif not is_open(scope["path"]):
                 scope[PRINCIPAL] = self.keys.authenticate(header)
         except ServiceError as exc:
             response = error_response(exc.status_code, exc.kind, exc.detail, exc.response_headers())

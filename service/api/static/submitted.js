@@ -1,0 +1,12 @@
+// The training data of jobs submitted from this tab, so their page can draw it beside the
+// model's prediction (the API does not serve training data back).
+
+const byJob = new Map();
+
+export function remember(jobId, data) {
+  byJob.set(jobId, data);
+}
+
+export function trainingData(jobId) {
+  return byJob.get(jobId) || null;
+}
