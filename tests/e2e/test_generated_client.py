@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 PACKAGE = "training_client"
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 # No post hooks (formatters): the test needs the code, not its looks. The generator knows no
-# CSV or .npz body type: those bodies are sent as raw bytes, so every operation is generated.
+# CSV, .npz, image, event-stream or Prometheus text type: those bodies travel as raw bytes, so
+# every operation is generated.
 CONFIG = f"""\
 project_name_override: training-client
 package_name_override: {PACKAGE}
@@ -30,6 +31,10 @@ post_hooks: []
 content_type_overrides:
   text/csv: application/octet-stream
   application/x-npz: application/octet-stream
+  image/png: application/octet-stream
+  image/svg+xml: application/octet-stream
+  text/event-stream: application/octet-stream
+  text/plain: application/octet-stream
 """
 GRID = [[i / 10] for i in range(-20, 21)]
 JOB = {
