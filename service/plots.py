@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from service.datasets.training_data import sample_rows
 from service.errors import FeatureNotInstalled
 
 if TYPE_CHECKING:
@@ -108,9 +109,7 @@ def training_points(surface: Surface) -> tuple[np.ndarray, np.ndarray] | None:
     x, y = surface.data_x, surface.data_y
     if x is None or y is None:
         return None
-    if len(x) <= MAX_DATA_POINTS:
-        return x, y
-    keep = np.sort(np.random.default_rng(0).choice(len(x), MAX_DATA_POINTS, replace=False))
+    keep = sample_rows(len(x), MAX_DATA_POINTS)
     return x[keep], y[keep]
 
 

@@ -269,6 +269,15 @@ class JobList(BaseModel):
     offset: int
 
 
+class TrainingDataSample(BaseModel):
+    """Rows of a job's training data, as drawn beside its model's prediction."""
+
+    x: list[list[float]]
+    y: list[list[float]] | list[Label]  # regression: rows of targets; classification: labels
+    feature_names: list[str] | None
+    n_rows: int  # the job's training rows in all; x and y hold an evenly drawn sample of them
+
+
 class DatasetCreate(TrainingData):
     """A dataset sent as JSON (POST /datasets): the shape of a job's inline data, and a name.
     The target is named by the request's `target` parameter ("y" without one)."""

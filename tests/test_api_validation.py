@@ -230,3 +230,30 @@ def test_a_job_stops_at_its_max_runtime_and_keeps_its_model(
     assert client.get(f"/models/{job['id']}").json()["metrics"]["stop_reason"] == "max_runtime"
     default = client.post("/jobs", json=GOOD).json()
     assert default["spec"]["training"]["max_runtime_seconds"] == settings.max_runtime_seconds
+
+
+def test_a_job_s_training_data_comes_back_as_a_sample(client: TestClient) -> None:
+    x = [[float(i), float(-i)] for i in range(50)]
+    body = {"data": {"x": x, "y": [[i / 50] for i in range(50)], "feature_names": ["a", "b"]}}
+    job_id = client.post("/jobs", json=body).json()["id"]
+    everything = client.get(f"/jobs/{job_id}/data").json()
+    assert everything == {
+        "x": x,
+        "y": [[i / 50] for i in range(50)],
+        "feature_names": ["a", "b"],
+        "n_rows": 50,
+    }
+    sample = client.get(f"/jobs/{job_id}/data", params={"max_rows": 7}).json()
+    assert len(sample["x"]) == 7 and sample["n_rows"] == 50
+    assert all(row in x for row in sample["x"])  # real rows, in their order
+    assert sample["x"] == sorted(sample["x"], key=lambda row: row[0])
+    assert client.get("/jobs/nope/data").status_code == 404
+
+
+def test_a_classifier_s_training_data_names_its_labels(client: TestClient) -> None:
+    body = {
+        "task": "classification",
+        "data": {"x": [[0.0], [1.0], [2.0], [3.0]], "y": ["b", "a", "b", "a"]},
+    }
+    job_id = client.post("/jobs", json=body).json()["id"]
+    assert client.get(f"/jobs/{job_id}/data").json()["y"] == ["b", "a", "b", "a"]

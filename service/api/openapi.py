@@ -42,6 +42,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("get", "/jobs"): "list_jobs",
     ("get", "/jobs/{job_id}"): "get_job",
     ("post", "/jobs/{job_id}/cancel"): "cancel_job",
+    ("get", "/jobs/{job_id}/data"): "get_job_data",
     ("get", "/jobs/{job_id}/events"): "stream_job_events",
     ("get", "/events"): "stream_events",
     ("get", "/models"): "list_models",

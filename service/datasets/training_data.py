@@ -15,6 +15,14 @@ from service.models import Job
 from service.store import Dataset, decode_arrays, decode_dataset
 
 
+def sample_rows(n_rows: int, limit: int) -> np.ndarray:
+    """At most `limit` of `n_rows` row indices, in order, the same ones every time: what a
+    picture of the training data draws."""
+    if n_rows <= limit:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(0).choice(n_rows, limit, replace=False))
+
+
 def load_job_dataset(db: Database, blob_store: BlobStore, job_id: str) -> Dataset:
     with db.read() as session:
         dataset_id, task = session.execute(

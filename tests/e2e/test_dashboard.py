@@ -231,6 +231,9 @@ def test_a_one_input_model_is_drawn_as_a_line(service: ServiceProcess, browser: 
     # Sooner than the idle list's slow poll (15 s): the status stream brought it.
     wait_for(browser, f"#jobs tr[data-job='{job_id}'][data-status=succeeded] a", 10).click()
     wait_for(browser, ".surface[data-kind=line] polyline.fit")
+    # Submitted elsewhere, so its training data came from the service: all 60 rows.
+    dots = wait_for(browser, ".surface[data-kind=line] g.dots.data")
+    assert dots.get_attribute("data-count") == "60"
     axis_labels = browser.find_elements(By.CSS_SELECTOR, ".surface .axis-label")
     assert [label.text for label in axis_labels] == ["t", "prediction"]  # the feature's name
     assert drawn_epochs(browser) == 20

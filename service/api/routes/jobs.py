@@ -24,17 +24,28 @@ from service.api.deps import (
     job_or_404,
     require_json,
 )
-from service.blobs import BlobStore
+from service.blobs import BlobStore, CorruptBlob
 from service.config import Settings
 from service.datasets import records as datasets
+from service.datasets.training_data import load_job_dataset, sample_rows
 from service.db import Database
-from service.errors import InvalidInput, NotFound, RequestInvalid
+from service.errors import Conflict, InvalidInput, NotFound, RequestInvalid
 from service.models import DatasetRecord, Job, JobStatus
 from service.quota import Quota
-from service.schemas import MAX_OFFSET, ErrorOut, JobCreate, JobList, JobOut
+from service.schemas import (
+    MAX_OFFSET,
+    ErrorOut,
+    JobCreate,
+    JobList,
+    JobOut,
+    TrainingDataSample,
+)
 from service.submission import build_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+# GET /jobs/{id}/data: rows of training data a picture can draw, and the most one answer holds.
+DEFAULT_SAMPLE_ROWS = 2_000
+MAX_SAMPLE_ROWS = 10_000
 # The route reads its body itself (to parse it off the event loop); its schema is documented.
 JOB_BODY: dict[str, Any] = {
     "requestBody": {
@@ -237,6 +248,43 @@ def get_job(job_id: str, db: DatabaseDep, settings: SettingsDep, principal: Prin
     with db.read() as session:
         job = job_or_404(session, job_id, principal)
     return job_out(job, live_kinds_if_needed(db, settings, [job]))
+
+
+@router.get(
+    "/{job_id}/data",
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The job's training data is no longer kept"},
+    },
+)
+def get_job_data(
+    job_id: str,
+    db: DatabaseDep,
+    blob_store: BlobStoreDep,
+    principal: PrincipalDep,
+    max_rows: Annotated[
+        int, Query(ge=1, le=MAX_SAMPLE_ROWS, description="At most this many rows, drawn evenly.")
+    ] = DEFAULT_SAMPLE_ROWS,
+) -> TrainingDataSample:
+    """A sample of the job's training data (all of it when small): what the dashboard draws
+    beside a model's prediction. Raw values, as submitted; classification targets as labels."""
+    with db.read() as session:
+        job_or_404(session, job_id, principal)
+    try:
+        dataset = load_job_dataset(db, blob_store, job_id)
+    except CorruptBlob as exc:
+        raise Conflict(
+            f"the training data of job {job_id} is no longer kept (dropped after the retention "
+            "period, or its dataset was deleted)"
+        ) from exc
+    rows = sample_rows(len(dataset.x), max_rows)
+    y = dataset.y[rows]
+    return TrainingDataSample(
+        x=dataset.x[rows].tolist(),
+        y=[dataset.classes[i] for i in y.tolist()] if dataset.classes is not None else y.tolist(),
+        feature_names=dataset.feature_names,
+        n_rows=len(dataset.x),
+    )
 
 
 @router.post(

@@ -136,12 +136,23 @@ export function jobView(root, jobId, showError) {
     }
   });
 
+  // The data this tab did not submit comes from the service (a sample of at most 2,000 rows);
+  // a job whose data is no longer kept is drawn without it.
+  const servedTrainingData = async (id) => {
+    try {
+      const sample = await get(`/jobs/${id}/data?max_rows=2000`);
+      return { x: sample.x, y: sample.y.map((v) => (Array.isArray(v) ? v[0] : v)) };
+    } catch (error) {
+      return null;
+    }
+  };
+
   const showModel = async () => {
     modelShown = true;
     const model = await get(`/models/${jobId}`);
     modelBox.hidden = false;
     modelBox.replaceChildren(h("h2", {}, "Model"), h("div", { class: "columns" }, h("div", { class: "wide", id: "surface-box" }), h("div", {}, h("h3", {}, "Metrics"), metricsList(model.metrics))), predictBox(model));
-    const figure = await surfaceFigure(model, trainingData(jobId));
+    const figure = await surfaceFigure(model, trainingData(jobId) || (await servedTrainingData(jobId)));
     const box = modelBox.querySelector("#surface-box");
     if (figure) box.replaceChildren(h("h3", {}, "Fitted function"), figure);
     else box.replaceChildren(h("p", { class: "muted" }, `${model.n_features} inputs: the fitted function is drawn for models with 1 or 2 inputs.`));

@@ -1,5 +1,5 @@
 // The training data of jobs submitted from this tab, so their page can draw it beside the
-// model's prediction (the API does not serve training data back).
+// model's prediction without asking the service for a sample of it (GET /jobs/{id}/data).
 
 const byJob = new Map();
 
