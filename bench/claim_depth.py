@@ -1,6 +1,7 @@
-"""What one claim costs as the queue deepens: `service.queue.claim` timed on a fresh database
-holding N queued jobs of K owners (plus finished ones, as a live database has), on SQLite and
-PostgreSQL. The claim must not grow with the number of queued jobs (docs/scaling.md, 3.3).
+"""What one claim costs as the queue deepens: `service.storage.queue.claim` timed on a fresh
+database holding N queued jobs of K owners (plus finished ones, as a live database has), on
+SQLite and PostgreSQL. The claim must not grow with the number of queued jobs (docs/scaling.md,
+3.3).
 
     .venv/bin/python -m bench.claim_depth                  # both backends, the default grid
     .venv/bin/python -m bench.claim_depth --backend sqlite --claims 50
@@ -24,10 +25,10 @@ from sqlalchemy import insert
 
 from bench.idle import database
 from bench.postgres import POSTGRES_URL
-from service import queue
-from service.db import Database
-from service.migrate import upgrade
-from service.models import Job, JobStatus, utcnow
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import Job, JobStatus, utcnow
 
 # (queued jobs, owners): one owner's deep backlog, and many owners' shorter ones.
 GRID = ((10, 1), (1_000, 1), (1_000, 50), (10_000, 1), (10_000, 100))

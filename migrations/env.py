@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-import service.models  # noqa: F401  (registers the tables on Base.metadata)
+import service.storage.models  # noqa: F401  (registers the tables on Base.metadata)
 from service.config import Settings
-from service.db import Base, make_engine
+from service.storage.db import Base, make_engine
 
 config = context.config
 if config.config_file_name is not None:

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_service(args: argparse.Namespace) -> None:
-    from service.blobs import BadBlobStoreUrl, open_blob_store
     from service.file_modes import tighten_existing, use_private_umask
+    from service.storage.blobs import BadBlobStoreUrl, open_blob_store
 
     # Before anything can create a file: the database, its journal, the owner secret.
     use_private_umask()
@@ -101,7 +101,7 @@ def run_service(args: argparse.Namespace) -> None:
         except BadBlobStoreUrl as exc:
             raise SystemExit(f"error: {exc}") from None
     if args.command == "migrate":
-        from service.migrate import rekey_legacy_owners, upgrade
+        from service.storage.migrate import rekey_legacy_owners, upgrade
 
         upgrade(settings.database_url)
         rekey_legacy_owners(settings)
@@ -114,8 +114,8 @@ def run_service(args: argparse.Namespace) -> None:
 
         run_worker(settings)
     elif args.command == "api":
-        from service.migrate import rekey_legacy_owners
         from service.serve import run_api
+        from service.storage.migrate import rekey_legacy_owners
 
         # `api` leaves the schema to `migrate`, but only it knows the keys to re-key with.
         rekey_legacy_owners(settings)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from service.models import UTCDateTime
+from service.storage.models import UTCDateTime
 
 
 class database_now(FunctionElement[datetime]):

@@ -25,9 +25,9 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from service.db import Database
 from service.errors import BadRequest
-from service.models import TERMINAL_STATUSES, Job, JobStatusEvent, LossRecord
+from service.storage.db import Database
+from service.storage.models import TERMINAL_STATUSES, Job, JobStatusEvent, LossRecord
 
 log = logging.getLogger("service.events")
 

@@ -20,9 +20,9 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, delete, insert, select, update
 
 from service.clock import database_now
-from service.db import Database, retry_transient
-from service.models import Job, JobStatus, WorkerRecord
 from service.placement import device_kind
+from service.storage.db import Database, retry_transient
+from service.storage.models import Job, JobStatus, WorkerRecord
 from service.tuning import FORGET_WORKERS_AFTER
 
 

@@ -20,8 +20,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from service.clock import database_now
-from service.db import Database, retry_transient
-from service.models import TERMINAL_STATUSES, Job, JobStatus, WorkerRecord
+from service.storage.db import Database, retry_transient
+from service.storage.models import TERMINAL_STATUSES, Job, JobStatus, WorkerRecord
 
 # Job durations describe the jobs that finished within this window, the newest of them at most.
 RECENT_SECONDS = 3600.0

@@ -19,14 +19,14 @@ import torch
 import torch.nn as nn
 from sqlalchemy import select
 
-from service import queue
-from service.blobs import IN_DATABASE, BlobStore
 from service.config import Settings
-from service.db import Database
 from service.errors import InvalidInput, ModelNotReady, ModelUnusable, NotFound
 from service.metrics_registry import CACHE_HIT, CACHE_MISS
-from service.models import Job, Model
-from service.store import CorruptBlob, decode_weights
+from service.storage import queue
+from service.storage.blobs import IN_DATABASE, BlobStore
+from service.storage.db import Database
+from service.storage.models import Job, Model
+from service.storage.store import CorruptBlob, decode_weights
 from service.training.data import Scaler
 from service.training.network import NetworkConfig, build_network
 from service.training.numpy_network import NumpyNetwork

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Row, case, cast, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from service.models import LossRecord
+from service.storage.models import LossRecord
 
 LossRow = Row[tuple[int, float, float | None, float]]  # epoch, train, validation, seconds
 # Epochs read back per statement: well within every database's cap on bound parameters.

@@ -7,7 +7,7 @@ owner does the same for one owner's submits (other owners never wait on it).
 
 Stored bytes are never measured by reading blobs: each job carries `stored_bytes`, recounted
 from the blobs' lengths (which neither database reads the blob to answer) and the sizes recorded
-for blobs kept in a blob store (service/blobs.py) whenever one of its blobs is written or
+for blobs kept in a blob store (service/storage/blobs.py) whenever one of its blobs is written or
 dropped, and an owner's total is a SUM over an index. An uploaded dataset records its own size
 (`datasets.size_bytes`), and jobs that train from it add nothing: they hold no copy.
 """
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.errors import QuotaExceeded
-from service.models import ACTIVE_STATUSES, CheckpointRecord, DatasetRecord, Job, Model
+from service.storage.models import ACTIVE_STATUSES, CheckpointRecord, DatasetRecord, Job, Model
 
 # Retry-After for a full queue: about the time a typical job takes to end and free a slot.
 ACTIVE_RETRY_AFTER_SECONDS = 30

@@ -5,7 +5,7 @@ Cheap to call often: the candidates come from a partial index of jobs that still
 data, so a call with nothing to do is one index lookup that finds nothing.
 
 Also here: the sweep of orphan blobs, files in the blob store that no row names (what a crash
-between writing a blob and committing its row leaves, see service/blobs.py).
+between writing a blob and committing its row leaves, see service/storage/blobs.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from service import blobs, quota
-from service.blobs import IN_DATABASE, BlobStore
-from service.db import Database, retry_transient
-from service.models import TERMINAL_STATUSES, Job, utcnow
+from service import quota
+from service.storage import blobs
+from service.storage.blobs import IN_DATABASE, BlobStore
+from service.storage.db import Database, retry_transient
+from service.storage.models import TERMINAL_STATUSES, Job, utcnow
 
 # Jobs emptied per write transaction: short enough that submits and claims waiting on SQLite's
 # write lock are not held up for long, large enough that a backlog clears in a few calls.

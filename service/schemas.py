@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.models import JobStatus
+from service.storage.models import JobStatus
 from service.vocabulary import REGRESSION_LOSSES, Activation, Loss, Optimizer
 
 Task = Literal["regression", "classification"]

@@ -17,7 +17,7 @@ from service.api.app import create_asgi_app
 from service.api.auth import KeyRing
 from service.api.http_server import server_config
 from service.config import Settings
-from service.migrate import rekey_legacy_owners, upgrade
+from service.storage.migrate import rekey_legacy_owners, upgrade
 from service.worker_pool import WorkerPool
 
 log = logging.getLogger("service.serve")

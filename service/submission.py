@@ -16,9 +16,9 @@ import numpy as np
 from service.config import Settings
 from service.errors import InvalidInput
 from service.job_size import JobSize
-from service.models import DatasetRecord, Job
 from service.schemas import JobCreate, JobSpec, validation_split_problem
-from service.store import Dataset, encode_dataset
+from service.storage.models import DatasetRecord, Job
+from service.storage.store import Dataset, encode_dataset
 from service.training.network import NetworkConfig
 
 # float32 is what the network trains in: larger magnitudes would become infinities.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-# -- database (service/db.py) --
+# -- database (service/storage/db.py) --
 # SQLite waits this long for another process's write lock before reporting "busy".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A transaction that hits a transient error (busy, unreachable) is retried this many times,
@@ -19,7 +19,7 @@ RETRY_CAP_SECONDS = 2.0
 # and PostgreSQL's bytea are both 1 GB), with a margin for the format's own header.
 DATABASE_VALUE_LIMIT = 900_000_000
 
-# -- queue and fleet (service/queue.py, service/fleet.py) --
+# -- queue and fleet (service/storage/queue.py, service/fleet.py) --
 # Entries of the deletion log older than this are pruned: every API process reads the log
 # several times a second, so a day is far more than any process needs to catch up.
 DELETION_LOG_KEEP = timedelta(days=1)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from service.db import Database
+from service.storage.db import Database
 
 if TYPE_CHECKING:
     import psycopg

@@ -5,8 +5,8 @@ from __future__ import annotations
 import multiprocessing
 from multiprocessing.synchronize import Event
 
-from service import queue
-from service.db import Database
+from service.storage import queue
+from service.storage.db import Database
 
 
 def claim_all(

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_asgi_app
 from service.config import Settings
-from service.db import Database
-from service.migrate import upgrade
+from service.storage.db import Database
+from service.storage.migrate import upgrade
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from service.db import Database
-from service.migrate import upgrade
+from service.storage.db import Database
+from service.storage.migrate import upgrade
 
 # Where the PostgreSQL tests make their scratch databases (a superuser may CREATE DATABASE).
 POSTGRES_URL = os.environ.get(

@@ -19,8 +19,8 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from service.db import Database
-from service.models import CheckpointRecord, Model
+from service.storage.db import Database
+from service.storage.models import CheckpointRecord, Model
 from service.training.data import TrainingTensors, prepare
 
 REPO = Path(__file__).resolve().parent.parent

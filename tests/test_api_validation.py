@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 from service.training.worker import Worker
 
 GOOD: dict[str, Any] = {

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from service.api.app import create_asgi_app
 from service.api.auth import KeyRing
 from service.config import Settings
-from service.db import Database
-from service.models import Job
 from service.serve import bind_address
+from service.storage.db import Database
+from service.storage.models import Job
 from service.training.worker import Worker
 
 ALICE, BOB, ADMIN = "alice-secret-key-1", "bob-secret-key-2", "admin-secret-key-3"

@@ -26,9 +26,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from service import blobs, queue, retention
+from service import retention
 from service.api.app import create_asgi_app
-from service.blobs import (
+from service.config import Settings
+from service.errors import QuotaExceeded
+from service.quota import Quota
+from service.schemas import JobCreate
+from service.storage import blobs, queue
+from service.storage.blobs import (
     IN_DATABASE,
     BadBlobStoreUrl,
     BlobStore,
@@ -37,13 +42,9 @@ from service.blobs import (
     MissingBlob,
     open_blob_store,
 )
-from service.config import Settings
-from service.db import Database
-from service.errors import QuotaExceeded
-from service.models import Job, Model, utcnow
-from service.quota import Quota
-from service.schemas import JobCreate
-from service.store import decode_dataset
+from service.storage.db import Database
+from service.storage.models import Job, Model, utcnow
+from service.storage.store import decode_dataset
 from service.submission import build_job
 from service.training.worker import Worker
 from tests.databases import BACKENDS, fresh_postgres_database, migrated_database
@@ -109,7 +110,7 @@ def test_a_write_that_fails_midway_keeps_the_old_blob_and_leaves_nothing(tmp_pat
         f"""
         import resource, signal, sys
         from pathlib import Path
-        from service.blobs import BlobStoreUnavailable, FileBlobStore
+        from service.storage.blobs import BlobStoreUnavailable, FileBlobStore
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
         try:
@@ -136,7 +137,7 @@ def test_a_writer_killed_midway_leaves_a_whole_blob_and_debris_the_sweep_removes
     child = textwrap.dedent(
         f"""
         from pathlib import Path
-        from service.blobs import FileBlobStore
+        from service.storage.blobs import FileBlobStore
         store = FileBlobStore(Path({str(store.root)!r}))
         print("writing", flush=True)
         for n in range(1, 1000):

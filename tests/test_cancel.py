@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service import queue
 from service.config import Settings
-from service.db import Database
+from service.storage import queue
+from service.storage.db import Database
 from service.training.worker import Worker
 from tests.support import placeholder_model, submit_job
 

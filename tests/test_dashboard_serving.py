@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_asgi_app
 from service.api.routes.dashboard import STATIC_DIR
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 
 KEY = "dashboard-test-key"
 

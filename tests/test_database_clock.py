@@ -17,12 +17,12 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from service import queue
 from service.config import Settings
-from service.db import Database
 from service.loss_history import EpochResult
-from service.models import AttemptRecord, Job
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.models import AttemptRecord, Job
 from service.submission import build_job
 from tests.databases import BACKENDS, migrated_database
 from tests.support import placeholder_model

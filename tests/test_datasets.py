@@ -16,19 +16,19 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service import queue
 from service.api.app import create_asgi_app
-from service.blobs import IN_DATABASE, open_blob_store
 from service.config import Settings
 from service.datasets import records
 from service.datasets.csv_upload import read_csv
 from service.datasets.limits import UploadLimits
 from service.datasets.training_data import load_job_dataset, training_dataset
-from service.db import Database
 from service.errors import Conflict, NotFound
-from service.models import DatasetRecord, Job
 from service.quota import Quota
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.blobs import IN_DATABASE, open_blob_store
+from service.storage.db import Database
+from service.storage.models import DatasetRecord, Job
 from service.submission import build_job
 from service.training.worker import Worker
 from tests.databases import BACKENDS, migrated_database

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from service import db as db_module
-from service.db import Database, retry_transient
+from service.storage import db as db_module
+from service.storage.db import Database, retry_transient
 
 
 def sqlite_path(database: Database) -> str:

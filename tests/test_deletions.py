@@ -7,11 +7,11 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service import queue
 from service.config import Settings
-from service.db import Database
 from service.inference import PredictorCache
-from service.models import ModelDeletion, utcnow
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.models import ModelDeletion, utcnow
 from service.training.worker import Worker
 from service.tuning import DELETION_LOG_KEEP
 

@@ -13,17 +13,18 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from service import events, queue
+from service import events
 from service.api.app import create_asgi_app
 from service.api.http_server import server_config
 from service.config import Settings
-from service.db import Database
 from service.errors import BadRequest
 from service.events import Event, JobCursor
 from service.loss_history import EpochResult
-from service.migrate import upgrade
-from service.models import JobStatusEvent
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import JobStatusEvent
 from service.submission import build_job
 from tests.databases import BACKENDS, migrated_database
 from tests.support import free_port, placeholder_model

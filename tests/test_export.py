@@ -16,8 +16,8 @@ from service.errors import ModelUnusable
 from service.export import export_model
 from service.export.onnx_file import ACTIVATIONS as ONNX_ACTIVATIONS
 from service.inference import build_predictor, predict
-from service.models import Model
-from service.store import encode_weights
+from service.storage.models import Model
+from service.storage.store import encode_weights
 from service.training.data import Scaler
 from service.training.network import NetworkConfig, build_network
 from service.vocabulary import ACTIVATIONS

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service import queue
 from service.config import Settings
-from service.db import Database
-from service.migrate import upgrade
-from service.models import Job, utcnow
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import Job, utcnow
 from service.submission import build_job
 from tests.databases import BACKENDS, migrated_database
 from tests.support import ServiceProcess, placeholder_model, submit_job, wait_for_job

@@ -18,7 +18,7 @@ from service.api.instrumentation import RequestMetrics
 from service.api.micro_batch import MicroBatcher
 from service.api.predict_fast_path import PredictFastPath
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 from service.training.worker import Worker
 from tests.test_micro_batch import concurrently, counting, predictor, requests
 

@@ -13,7 +13,7 @@ import pytest
 
 from service.config import Settings
 from service.file_modes import tighten_existing
-from service.migrate import upgrade
+from service.storage.migrate import upgrade
 from tests.support import REPO, ServiceProcess
 
 

@@ -14,8 +14,8 @@ from sqlalchemy import update
 
 from service.api.app import create_asgi_app
 from service.config import Settings
-from service.db import Database
-from service.models import Model
+from service.storage.db import Database
+from service.storage.models import Model
 from service.training.worker import Worker
 
 JOB = {

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.migrate import upgrade
+from service.storage.migrate import upgrade
 from tests.support import ServiceProcess, submit_job, wait_for_job
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.migrate import upgrade
+from service.storage.migrate import upgrade
 from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_asgi_app
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 
 JOB = {"data": {"x": [[0.0], [1.0], [2.0]], "y": [[0.0], [0.5], [1.0]]}, "training": {"epochs": 3}}
 

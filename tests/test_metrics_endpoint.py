@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import fleet
 from service.api.app import create_asgi_app
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 from service.training.worker import Worker
 
 JOB = {

@@ -16,17 +16,17 @@ from sqlalchemy import inspect, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from service import queue
-from service.blobs import IN_DATABASE
 from service.config import Settings
 from service.datasets import records as datasets
 from service.datasets.csv_upload import read_csv
 from service.datasets.limits import UploadLimits
-from service.db import Base, Database, make_engine
-from service.migrate import alembic_config, upgrade
-from service.models import Job, JobStatus, UTCDateTime, utcnow
 from service.quota import Quota
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.blobs import IN_DATABASE
+from service.storage.db import Base, Database, make_engine
+from service.storage.migrate import alembic_config, upgrade
+from service.storage.models import Job, JobStatus, UTCDateTime, utcnow
 from service.submission import build_job
 from tests.databases import BACKENDS, fresh_postgres_database
 

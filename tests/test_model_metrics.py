@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_asgi_app
 from service.api.model_order import SORTABLE_METRICS
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 from service.training import evaluation
 from service.training.data import prepare
 from service.training.evaluation import evaluation_rows, model_quality

@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.api.app import create_app
 from service.config import Settings
-from service.migrate import upgrade
+from service.storage.migrate import upgrade
 from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e

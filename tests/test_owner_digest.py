@@ -15,10 +15,10 @@ from sqlalchemy import select, update
 from service.api.app import create_asgi_app
 from service.api.auth import KeyRing, legacy_owner_digest, owner_digest
 from service.config import Settings
-from service.db import Database
-from service.migrate import rekey_legacy_owners
-from service.models import Job
 from service.owner_secret import UnusableSecret, load_owner_secret, secret_path
+from service.storage.db import Database
+from service.storage.migrate import rekey_legacy_owners
+from service.storage.models import Job
 from tests.support import ServiceProcess
 
 ALICE, BOB, DEPARTED = "alice-secret-key-1", "bob-secret-key-2", "departed-key-9"

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from service.config import Settings
-from service.db import Database
-from service.models import LossRecord
+from service.storage.db import Database
+from service.storage.models import LossRecord
 from service.training.worker import Worker
 
 PNG = b"\x89PNG\r\n\x1a\n"

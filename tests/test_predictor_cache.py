@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_asgi_app
 from service.config import Settings
-from service.db import Database
 from service.inference import PredictorCache, load_predictor, predict
+from service.storage.db import Database
 from service.training.worker import Worker
 
 LIMIT = 2

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from service.migrate import upgrade
 from service.process_guard import PARENT_PID_FLAG
+from service.storage.migrate import upgrade
 from tests.proc import alive, children, only_worker, wait_for
 from tests.support import FAST_QUEUE_ENV, REPO, ServiceProcess
 

@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from service import queue
 from service.config import Settings
-from service.db import Database
 from service.errors import Conflict, NotFound
 from service.loss_history import EpochResult
-from service.models import Job, JobStatus, LossRecord, Model, utcnow
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.models import Job, JobStatus, LossRecord, Model, utcnow
 from service.submission import build_job
 from tests.claimer import claim_all
 from tests.databases import BACKENDS, migrated_database

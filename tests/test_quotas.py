@@ -19,13 +19,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service import queue, quota
+from service import quota
 from service.config import Settings
-from service.db import Database
 from service.errors import QuotaExceeded
-from service.migrate import upgrade
-from service.models import Job
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import Job
 from service.submission import build_job
 from tests.databases import BACKENDS, migrated_database
 from tests.support import ServiceProcess, placeholder_model

@@ -12,11 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
-from service import queue, retention
+from service import retention
 from service.config import Settings
-from service.db import Database
-from service.models import Job, utcnow
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.models import Job, utcnow
 from service.submission import build_job
 from service.training.worker import Worker
 from tests.databases import BACKENDS, migrated_database

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.store import (
+from service.storage.store import (
     CorruptBlob,
     Dataset,
     decode_dataset,

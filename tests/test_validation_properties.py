@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from service.api.app import create_asgi_app
 from service.api.json_io import rows_of_numbers
 from service.config import Settings
-from service.migrate import upgrade
 from service.schemas import JobCreate
-from service.store import decode_dataset
+from service.storage.migrate import upgrade
+from service.storage.store import decode_dataset
 from service.submission import build_job
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)

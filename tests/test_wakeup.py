@@ -22,12 +22,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from service import queue, wakeup
+from service import wakeup
 from service.config import Settings
-from service.db import Database
-from service.migrate import upgrade
-from service.models import Job, JobStatus, WorkerRecord, utcnow
 from service.schemas import JobCreate
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import Job, JobStatus, WorkerRecord, utcnow
 from service.submission import build_job
 from service.training.worker import Worker
 from tests.databases import BACKENDS, fresh_postgres_database, migrated_database
@@ -155,7 +156,7 @@ def test_a_dead_worker_s_socket_is_removed_and_announce_still_wakes_the_others(
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from service.db import Database\n"
+            "from service.storage.db import Database\n"
             "from service.wakeup import listen\n"
             "listen(Database(sys.argv[1]))\n"
             "print('listening', flush=True)\n"
@@ -186,7 +187,7 @@ def test_a_dead_worker_s_socket_is_removed_and_announce_still_wakes_the_others(
 def test_a_database_deeper_than_a_socket_path_allows_still_wakes(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     db = sqlite_db(deep)
-    assert len(str(deep / "service.db.wakeup" / "12345-abcdefgh")) > 107  # sun_path's limit
+    assert len(str(deep / "service.storage.db.wakeup" / "12345-abcdefgh")) > 107  # sun_path's limit
     listener = wakeup.listen(db)
     try:
         assert isinstance(listener, wakeup.SocketWakeUps)

@@ -10,12 +10,13 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service import fleet, queue
+from service import fleet
 from service.config import Settings
-from service.db import Database
 from service.loss_history import EpochResult
-from service.models import Job, WorkerRecord, utcnow
-from service.store import encode_checkpoint
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.models import Job, WorkerRecord, utcnow
+from service.storage.store import encode_checkpoint
 from service.training.worker import Worker
 from tests.support import submit_job
 

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from service.config import Settings
-from service.db import Database
-from service.models import LossRecord
+from service.storage.db import Database
+from service.storage.models import LossRecord
 from service.training.job_errors import MAX_ERROR_CHARS
 from service.training.worker import Worker
 from tests.support import submit_job

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 
 from service.config import Settings
-from service.db import Database
-from service.models import Job
+from service.storage.db import Database
+from service.storage.models import Job
 from service.training.worker import Worker
 from tests.support import submit_job
 

@@ -23,11 +23,12 @@ import time_machine
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service import fleet, queue
+from service import fleet
 from service.config import Settings
-from service.db import Database
-from service.migrate import upgrade
-from service.models import Job
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import Job
 from service.worker_pool import worker_env
 from tests.databases import BACKENDS, fresh_postgres_database, migrated_database
 from tests.proc import alive, children, wait_for

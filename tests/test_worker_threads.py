@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from service.config import Settings
-from service.db import Database
+from service.storage.db import Database
 from service.training.network import NetworkConfig
 from service.training.worker import Worker
 from service.tuning import SMALL_JOB_FLOPS

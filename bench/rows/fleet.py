@@ -49,9 +49,9 @@ from bench.service import Service
 from bench.settings import LOG_DIR, REPO, Options
 from bench.stats import median, percentile
 from bench.targets import TARGETS
-from service import queue
-from service.db import Database
-from service.models import TERMINAL_STATUSES, AttemptRecord, Job, JobStatus, WorkerRecord
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.models import TERMINAL_STATUSES, AttemptRecord, Job, JobStatus, WorkerRecord
 
 # A server where a scratch database may be created (the same variable bench/idle.py reads).
 

@@ -43,7 +43,7 @@ def owner_digest(secret: bytes, key: str) -> str:
 
 
 def legacy_owner_digest(key: str) -> str:
-    """The unkeyed digest older versions stored; only service/migrate.py still needs it."""
+    """The unkeyed digest older versions stored; only service/storage/migrate.py still needs it."""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 from service.api.auth import Principal
 from service.api.gate import authorization_header, principal_of
 from service.api.state import ApiState
-from service.blobs import BlobStore
 from service.config import Settings
-from service.db import Database
 from service.errors import NotFound, UnsupportedMediaType
 from service.inference import PredictorCache
-from service.models import Job
+from service.storage.blobs import BlobStore
+from service.storage.db import Database
+from service.storage.models import Job
 
 
 def api_state(request: Request) -> ApiState:

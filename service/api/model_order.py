@@ -13,7 +13,7 @@ from fastapi import Query
 from sqlalchemy import ColumnElement
 
 from service.errors import RequestInvalid
-from service.models import Model
+from service.storage.models import Model
 
 # The numbers in a model's metrics that GET /models sorts by (the worker writes them, the
 # quality measures through service/training/metrics.py).

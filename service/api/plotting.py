@@ -10,14 +10,14 @@ import numpy as np
 from service.api.auth import Principal
 from service.api.deps import job_or_404
 from service.api.state import ApiState
-from service.blobs import CorruptBlob
 from service.datasets.training_data import load_job_dataset
 from service.errors import InvalidInput, ModelNotReady
 from service.inference import Predictor, predict
 from service.loss_curve import read_loss_page
-from service.models import JobStatus, Model
 from service.plots import ImageFormat, LossCurve, Surface, render_loss, render_surface
-from service.store import Dataset
+from service.storage.blobs import CorruptBlob
+from service.storage.models import JobStatus, Model
+from service.storage.store import Dataset
 
 log = logging.getLogger("service.api")
 

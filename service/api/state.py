@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from service.api.auth import KeyRing
 from service.api.micro_batch import MicroBatcher
-from service.blobs import BlobStore, open_blob_store
 from service.config import Settings
-from service.db import Database
 from service.inference import PredictLimits, PredictorCache
+from service.storage.blobs import BlobStore, open_blob_store
+from service.storage.db import Database
 
 
 @dataclass

@@ -21,12 +21,13 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from service import blobs, quota
-from service.blobs import BlobStore
+from service import quota
 from service.datasets.assemble import BuiltDataset
-from service.db import Database, retry_transient
 from service.errors import Conflict, InvalidInput, NotFound
-from service.models import ACTIVE_STATUSES, DatasetRecord, Job, utcnow
+from service.storage import blobs
+from service.storage.blobs import BlobStore
+from service.storage.db import Database, retry_transient
+from service.storage.models import ACTIVE_STATUSES, DatasetRecord, Job, utcnow
 from service.tuning import DATABASE_VALUE_LIMIT
 
 # Active jobs named in the answer to a refused delete.

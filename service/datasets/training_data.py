@@ -8,11 +8,11 @@ import json
 import numpy as np
 from sqlalchemy import select
 
-from service import blobs
-from service.blobs import BlobStore, CorruptBlob
-from service.db import Database
-from service.models import Job
-from service.store import Dataset, decode_arrays, decode_dataset
+from service.storage import blobs
+from service.storage.blobs import BlobStore, CorruptBlob
+from service.storage.db import Database
+from service.storage.models import Job
+from service.storage.store import Dataset, decode_arrays, decode_dataset
 
 
 def sample_rows(n_rows: int, limit: int) -> np.ndarray:

@@ -14,8 +14,8 @@ import numpy as np
 
 from service import __version__
 from service.errors import ModelUnusable
-from service.models import Model
-from service.store import CorruptBlob, decode_weights
+from service.storage.models import Model
+from service.storage.store import CorruptBlob, decode_weights
 from service.training.data import Scaler
 from service.training.network import NetworkConfig
 

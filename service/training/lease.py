@@ -8,9 +8,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from service import queue
 from service.config import Settings
-from service.db import Database
+from service.storage import queue
+from service.storage.db import Database
 from service.tuning import CANCEL_POLL_SECONDS
 
 log = logging.getLogger("service.worker")

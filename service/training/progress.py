@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-from service import queue
 from service.config import Settings
-from service.db import Database
 from service.loss_history import EpochResult
-from service.store import encode_checkpoint
+from service.storage import queue
+from service.storage.db import Database
+from service.storage.store import encode_checkpoint
 from service.training.checkpoint import Checkpoint
 from service.training.lease import Interrupt
 

@@ -24,14 +24,15 @@ from types import FrameType
 import torch
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from service import blobs, fleet, queue, retention, wakeup
+from service import fleet, retention, wakeup
 from service.config import Settings
 from service.datasets.training_data import load_job_dataset
-from service.db import Database
-from service.models import Job, JobStatus, Model
 from service.placement import JobShape, place
 from service.schemas import JobSpec
-from service.store import (
+from service.storage import blobs, queue
+from service.storage.db import Database
+from service.storage.models import Job, JobStatus, Model
+from service.storage.store import (
     CorruptBlob,
     Dataset,
     decode_checkpoint,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.migrate import upgrade
+from service.storage.migrate import upgrade
 from tests.support import ServiceProcess, wait_for_job
 
 JOB = {

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.db import Database
-from service.models import AttemptRecord, Job, LossRecord, Model
+from service.storage.db import Database
+from service.storage.models import AttemptRecord, Job, LossRecord, Model
 from tests.databases import fresh_postgres_database
 from tests.support import ServiceProcess
 

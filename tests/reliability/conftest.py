@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.migrate import upgrade
+from service.storage.migrate import upgrade
 from tests.support import ServiceProcess
 
 Start = Callable[..., ServiceProcess]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.store import decode_checkpoint, encode_checkpoint
+from service.storage.store import decode_checkpoint, encode_checkpoint
 from service.training.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,

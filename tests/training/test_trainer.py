@@ -220,7 +220,7 @@ def test_a_pinned_numpy_engine_trains_any_size_but_falls_back_where_it_cannot() 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_paused_and_resumed_run_equals_an_uninterrupted_one(engine: EngineChoice) -> None:
     """Through the stored form too: checkpoint -> safetensors bytes -> checkpoint."""
-    from service.store import decode_checkpoint, encode_checkpoint
+    from service.storage.store import decode_checkpoint, encode_checkpoint
     from service.training.checkpoint import Checkpoint
 
     data = sinc_tensors(validation_fraction=0.25)

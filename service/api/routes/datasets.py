@@ -20,18 +20,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep
-from service.blobs import BlobStore
 from service.config import Settings
 from service.datasets import records
 from service.datasets.array_upload import read_json, read_npz
 from service.datasets.assemble import BuiltDataset
 from service.datasets.csv_upload import read_csv
 from service.datasets.limits import MAX_NAME_CHARS, UploadLimits
-from service.db import Database
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.models import DatasetRecord
 from service.quota import Quota
 from service.schemas import MAX_OFFSET, DatasetCreate, DatasetList, DatasetOut, ErrorOut
+from service.storage.blobs import BlobStore
+from service.storage.db import Database
+from service.storage.models import DatasetRecord
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

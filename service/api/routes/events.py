@@ -13,8 +13,8 @@ from service import events
 from service.api.auth import Principal
 from service.api.deps import DatabaseDep, PrincipalDep, SettingsDep, job_or_404
 from service.config import Settings
-from service.db import Database
 from service.schemas import ErrorOut
+from service.storage.db import Database
 
 router = APIRouter(tags=["events"])
 

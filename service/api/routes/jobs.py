@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from service import fleet, queue
+from service import fleet
 from service.api.auth import Principal
 from service.api.deps import (
     BlobStoreDep,
@@ -24,13 +24,10 @@ from service.api.deps import (
     job_or_404,
     require_json,
 )
-from service.blobs import BlobStore, CorruptBlob
 from service.config import Settings
 from service.datasets import records as datasets
 from service.datasets.training_data import load_job_dataset, sample_rows
-from service.db import Database
 from service.errors import Conflict, InvalidInput, NotFound, RequestInvalid
-from service.models import DatasetRecord, Job, JobStatus
 from service.quota import Quota
 from service.schemas import (
     MAX_OFFSET,
@@ -40,6 +37,10 @@ from service.schemas import (
     JobOut,
     TrainingDataSample,
 )
+from service.storage import queue
+from service.storage.blobs import BlobStore, CorruptBlob
+from service.storage.db import Database
+from service.storage.models import DatasetRecord, Job, JobStatus
 from service.submission import build_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from service import queue
 from service.api.deps import (
     BlobStoreDep,
     DatabaseDep,
@@ -27,7 +26,6 @@ from service.api.prediction import is_small, ready_predictor, run_prediction
 from service.errors import ModelNotReady
 from service.inference import prediction_body
 from service.loss_curve import read_loss_page
-from service.models import Job, Model
 from service.plots import MEDIA_TYPES
 from service.schemas import (
     MAX_OFFSET,
@@ -38,6 +36,8 @@ from service.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from service.storage import queue
+from service.storage.models import Job, Model
 
 log = logging.getLogger("service.api")
 router = APIRouter(prefix="/models", tags=["models"])

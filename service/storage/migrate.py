@@ -14,13 +14,13 @@ from sqlalchemy.orm import aliased
 
 from service.api.auth import ConfiguredKeys, legacy_owner_digest, owner_digest
 from service.config import Settings
-from service.db import Database
-from service.models import Job
 from service.owner_secret import load_owner_secret
+from service.storage.db import Database
+from service.storage.models import Job
 
 log = logging.getLogger("service.migrate")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:

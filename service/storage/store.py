@@ -1,7 +1,8 @@
 """Stored bytes <-> tensors and arrays. safetensors only: reading never runs code.
 
 This module deals in tensors, arrays and JSON; it builds no network (that is inference's job),
-and it does not care where the bytes are kept (the database, or a blob store: service/blobs.py).
+and it does not care where the bytes are kept (the database, or a blob store:
+service/storage/blobs.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from safetensors.torch import save as save_tensors
 
 # Defined beside the blob stores, whose missing files are corrupt blobs too; re-exported here,
 # where the decoders that raise it live.
-from service.blobs import CorruptBlob as CorruptBlob
+from service.storage.blobs import CorruptBlob as CorruptBlob
 
 
 def encode_weights(state: dict[str, torch.Tensor]) -> bytes:

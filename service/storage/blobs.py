@@ -36,9 +36,9 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db import Database
 from service.errors import DatabaseUnavailable
-from service.models import DatasetRecord, Job, Model
+from service.storage.db import Database
+from service.storage.models import DatasetRecord, Job, Model
 
 log = logging.getLogger("service.blobs")
 

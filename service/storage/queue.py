@@ -36,13 +36,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import blobs, quota, wakeup
-from service.blobs import IN_DATABASE, BlobStore
+from service import quota, wakeup
 from service.clock import database_now
-from service.db import Database, retry_transient
 from service.errors import Conflict, NotFound
 from service.loss_history import EpochResult
-from service.models import (
+from service.storage import blobs
+from service.storage.blobs import IN_DATABASE, BlobStore
+from service.storage.db import Database, retry_transient
+from service.storage.models import (
     TERMINAL_STATUSES,
     AttemptRecord,
     CheckpointRecord,

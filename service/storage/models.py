@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
-from service.db import Base
+from service.storage.db import Base
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -88,7 +88,7 @@ class Job(Base):
     # Empty once dropped after the retention period (see data_dropped_at).
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
     # With a blob store (SERVICE_BLOB_STORE_URL), the data's key there and its size; `data` then
-    # holds b"". None: the data is in `data` itself (service/blobs.py, docs/blob-store.md).
+    # holds b"". None: the data is in `data` itself (service/storage/blobs.py, docs/blob-store.md).
     data_ref: Mapped[str | None] = mapped_column(String(200))
     data_ref_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # When the retention sweep emptied `data`; None while the job still holds it.
