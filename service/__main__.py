@@ -14,16 +14,6 @@ if TYPE_CHECKING:
     from service.config import Settings
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     with_device(with_database(worker))
     worker.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=cli.positive_int,
         default=1,
         metavar="N",
         help="worker processes under one supervisor (default 1: this process trains)",

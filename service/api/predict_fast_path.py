@@ -126,12 +126,12 @@ class PredictFastPath:
             length = headers.get(HEADER_LENGTH.encode())
             request = parse_infer_request(body, None if length is None else length.decode())
             inputs = model_inputs(request, predictor)
-            select_outputs(request, predictor)
+            wanted = select_outputs(request, predictor)
             if inputs.shape[0] * predictor.n_parameters > INLINE_WORK:
                 return None
             self.state.limits.check(predictor, inputs.shape[0])
             prediction = await self.state.batcher.predict(predictor, inputs)
-            answer = infer_answer(request, predictor, prediction)
+            answer = infer_answer(request, predictor, prediction, wanted)
         except CLIENT_ERRORS as exc:
             log.debug("infer fast path: %s for model %s; the route answers", exc, model_id)
             return None

@@ -36,10 +36,10 @@ class InferAnswer:
 
 
 def infer_answer(
-    request: InferRequest, predictor: Predictor, prediction: Prediction
+    request: InferRequest, predictor: Predictor, prediction: Prediction, wanted: set[str]
 ) -> InferAnswer:
-    """The response to `request`: the outputs it asked for (all by default)."""
-    wanted = select_outputs(request, predictor)
+    """The response to `request`: the outputs it asked for (`wanted`, from select_outputs,
+    which callers run before the prediction so an unknown output costs no work)."""
     tensors = [t for t in output_tensors(prediction, predictor) if t.name in wanted]
     payload, header_length = encode_infer_response(
         request, predictor.model_id, MODEL_VERSION, tensors

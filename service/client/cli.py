@@ -75,7 +75,7 @@ def _add_train(commands: Subcommands[argparse.ArgumentParser], parent: Any) -> N
     train.add_argument("--name", help="a name for the job")
     train.add_argument(
         "--hidden",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         metavar="WIDTH",
         help="hidden layer widths, e.g. --hidden 80 or --hidden 64 32 (default 80)",
@@ -93,10 +93,10 @@ def _add_train(commands: Subcommands[argparse.ArgumentParser], parent: Any) -> N
         "--learning-rate", type=float, metavar="RATE", help="the optimizer's step (default 0.01)"
     )
     train.add_argument(
-        "--batch-size", type=_positive_int, metavar="ROWS", help="rows per step (default 200)"
+        "--batch-size", type=positive_int, metavar="ROWS", help="rows per step (default 200)"
     )
     train.add_argument(
-        "--epochs", type=_positive_int, metavar="N", help="passes over the data (default 400)"
+        "--epochs", type=positive_int, metavar="N", help="passes over the data (default 400)"
     )
     train.add_argument(
         "--loss", metavar="NAME", help="mse, mae or huber for regression (default mse)"
@@ -109,7 +109,7 @@ def _add_train(commands: Subcommands[argparse.ArgumentParser], parent: Any) -> N
     )
     train.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         metavar="EPOCHS",
         help="with a validation split: stop after this many epochs without improvement",
     )
@@ -149,7 +149,7 @@ def _add_jobs(commands: Subcommands[argparse.ArgumentParser], parent: Any) -> No
     )
     jobs.add_argument("--status", choices=STATUSES, help="only jobs in this status")
     jobs.add_argument(
-        "--limit", type=_positive_int, default=20, metavar="N", help="at most N jobs (default 20)"
+        "--limit", type=positive_int, default=20, metavar="N", help="at most N jobs (default 20)"
     )
     jobs.set_defaults(run=run_jobs)
 
@@ -193,7 +193,8 @@ def _add_loss(commands: Subcommands[argparse.ArgumentParser], parent: Any) -> No
     loss.set_defaults(run=run_loss)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:

@@ -15,8 +15,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from service import PRODUCT_NAME, __version__
@@ -35,6 +33,7 @@ from service.api.protocol_schemas import (
     V2ServerReady,
     V2TensorMetadata,
 )
+from service.api.routes.health import check_database
 from service.api.v2_tensors import (
     INPUT_NAME,
     MODEL_VERSION,
@@ -43,7 +42,7 @@ from service.api.v2_tensors import (
     output_signature,
     select_outputs,
 )
-from service.errors import DatabaseUnavailable, NotFound, ServiceError
+from service.errors import NotFound, ServiceError
 from service.schemas import ErrorOut
 
 log = logging.getLogger("service.api")
@@ -87,11 +86,7 @@ async def server_live() -> V2ServerLive:
 @router.get("/health/ready")
 def server_ready(db: DatabaseDep) -> V2ServerReady:
     """200 when this process can reach the database (where every model lives)."""
-    try:
-        with db.read() as session:
-            session.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(f"the database cannot be reached: {type(exc).__name__}") from exc
+    check_database(db)
     return V2ServerReady(ready=True)
 
 
@@ -197,12 +192,12 @@ async def infer(
     )
     predictor = await ready_predictor(state, principal, model_id)
     inputs = model_inputs(infer_request, predictor)
-    select_outputs(infer_request, predictor)  # an unknown output is refused before any work
+    wanted = select_outputs(infer_request, predictor)  # an unknown one is refused before work
     prediction = await run_prediction(request, state, predictor, inputs)
     if prediction is None:
         log.info("v2 infer for model %s: the client left; its work stopped", model_id)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    answer = await run_in_threadpool(infer_answer, infer_request, predictor, prediction)
+    answer = await run_in_threadpool(infer_answer, infer_request, predictor, prediction, wanted)
     return Response(answer.payload, headers=answer.headers)
 
 
