@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     # The CPU engine: auto (numpy for small networks, autograd above), or pinned.
     engine: Literal["auto", "numpy", "torch"] = "auto"
+    # On CUDA, small networks' training steps replay as captured CUDA graphs: auto where
+    # capture works (else eager, with the reason logged), off never.
+    cuda_graphs: Literal["auto", "off"] = "auto"
     # Threads torch may use per worker; None picks one for the job's size.
     torch_threads: Annotated[int, Field(ge=1)] | None = None
 
@@ -93,6 +96,10 @@ class Settings(BaseSettings):
     # -- per-key quotas (with API keys; without them, the one anonymous owner has them) --
     # Queued plus running jobs of one key; past it, 429 with Retry-After.
     max_active_jobs_per_key: Annotated[int, Field(ge=1)] = 100
+    # Trials of one sweep (each is a job, and counts as one against the active-jobs quota).
+    max_trials_per_sweep: Annotated[int, Field(ge=1)] = 256
+    # At most this many trials of one shape train together in one stacked model.
+    max_stacked_trials: Annotated[int, Field(ge=1)] = 64
     # Bytes one key may keep stored (training data, models, checkpoints); past it, 429.
     max_stored_bytes_per_key: Annotated[int, Field(ge=1)] = 4 * 1024**3
     # Finished jobs' training data is dropped this long after they end (models and loss

@@ -41,17 +41,24 @@ class Quota:
         return cls(settings.max_active_jobs_per_key, settings.max_stored_bytes_per_key)
 
 
-def check(session: Session, quota: Quota, owner: str, new_bytes: int) -> None:
-    """Raise QuotaExceeded unless `owner` may store one more job of `new_bytes`. Call it in
-    the write transaction that then inserts the job."""
+def check(session: Session, quota: Quota, owner: str, new_bytes: int, new_jobs: int = 1) -> None:
+    """Raise QuotaExceeded unless `owner` may store `new_jobs` more jobs (a sweep's trials) of
+    `new_bytes` in all. Call it in the write transaction that then inserts them."""
     _serialize_owner(session, owner)
     active = session.scalar(
         select(func.count()).where(Job.owner == owner, Job.status.in_(ACTIVE_STATUSES))
     )
-    if (active or 0) >= quota.max_active_jobs:
+    active = active or 0
+    if active + new_jobs > quota.max_active_jobs:
+        if new_jobs == 1:
+            why = f"this API key already has {active} queued or running jobs, the most it may have"
+        else:
+            why = (
+                f"this API key has {active} queued or running jobs; {new_jobs} more would pass "
+                f"its limit of {quota.max_active_jobs}"
+            )
         raise QuotaExceeded(
-            f"this API key already has {active} queued or running jobs, the most it may have; "
-            "submit again once some have ended, or cancel some",
+            f"{why}; submit again once some have ended, or cancel some",
             retry_after_seconds=ACTIVE_RETRY_AFTER_SECONDS,
         )
     _check_room(session, quota, owner, new_bytes, "this job's data")

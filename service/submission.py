@@ -58,6 +58,24 @@ def build_job(request: JobCreate, settings: Settings, dataset: DatasetRecord | N
     return _job_row(request, settings, shape, data=encode_dataset(inline), dataset_id=None)
 
 
+def build_trials(
+    requests: list[JobCreate], settings: Settings, dataset: DatasetRecord | None = None
+) -> list[Job]:
+    """A sweep's trials as job rows: build_job for each, with the data (shared by every trial)
+    converted and encoded once. Raises InvalidInput before storing anything."""
+    first = requests[0]
+    if first.data is None:
+        return [build_job(request, settings, dataset) for request in requests]
+    shape = _inline_shape(first)
+    for request in requests:
+        _check_limits(request, settings, shape)
+    inline = _to_dataset(first)
+    if inline.classes is None:
+        shape = replace(shape, target_range=(float(inline.y.min()), float(inline.y.max())))
+    data = encode_dataset(inline)
+    return [_job_row(request, settings, shape, data=data, dataset_id=None) for request in requests]
+
+
 def _job_row(
     request: JobCreate, settings: Settings, shape: DataShape, *, data: bytes,
     dataset_id: str | None,

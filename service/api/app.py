@@ -31,6 +31,7 @@ from service.api.routes import (
     metrics,
     mlflow,
     models,
+    sweeps,
     v2,
     workers,
 )
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(sweeps.router)
     app.include_router(models.router)
     app.include_router(export.router)
     app.include_router(workers.router)

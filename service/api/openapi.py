@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from service.api.gate import OPEN_PATHS
 from service.api.protocol_schemas import MlflowScoringRequest, V2InferenceRequest
 from service.schemas import DatasetCreate, ErrorOut, JobCreate, PredictRequest
+from service.sweeps.schemas import SweepCreate
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 BEARER = "bearer"
@@ -28,6 +29,7 @@ FORM_TYPES = {"multipart/form-data", "application/x-www-form-urlencoded"}
 SELF_PARSED_BODIES: tuple[type[BaseModel], ...] = (
     JobCreate,
     DatasetCreate,
+    SweepCreate,
     PredictRequest,
     V2InferenceRequest,
     MlflowScoringRequest,
@@ -61,6 +63,11 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("get", "/datasets"): "list_datasets",
     ("get", "/datasets/{dataset_id}"): "get_dataset",
     ("delete", "/datasets/{dataset_id}"): "delete_dataset",
+    ("post", "/sweeps"): "submit_sweep",
+    ("get", "/sweeps"): "list_sweeps",
+    ("get", "/sweeps/{sweep_id}"): "get_sweep",
+    ("post", "/sweeps/{sweep_id}/cancel"): "cancel_sweep",
+    ("delete", "/sweeps/{sweep_id}"): "delete_sweep",
     ("get", "/workers"): "list_workers",
     ("get", "/healthz"): "get_health",
     ("get", "/v2"): "v2_server_metadata",

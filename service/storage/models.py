@@ -129,7 +129,16 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    # A sweep's trial: its sweep, the values it sets ({"training.learning_rate": 0.01}), and
+    # its stack key: trials of one sweep with the same key train together as one stacked model
+    # (service/sweeps.py). All None for a job submitted on its own.
+    sweep_id: Mapped[str | None] = mapped_column(String(36))
+    trial_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stack_key: Mapped[str | None] = mapped_column(String(64))
+
     __table_args__ = (
+        # A sweep's trials, and the claim's look for a trial's queued stack-mates.
+        Index("ix_jobs_sweep", "sweep_id", "stack_key", "status"),
         # The claim reads the oldest queued job: a partial index keeps that lookup small.
         Index(
             "ix_jobs_queued",
@@ -177,6 +186,24 @@ class Job(Base):
         Index("ix_jobs_dataset", "dataset_id"),
         CheckConstraint(STATUS_CHECK, name="ck_jobs_status"),
     )
+
+
+class Sweep(Base):
+    """A search over hyperparameters: one job per trial (jobs.sweep_id names it). Its status
+    and best trial are read from the trials; the row keeps what only the sweep knows."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    name: Mapped[str | None] = mapped_column(String(200))
+    # How the trials were drawn: {"grid": {...}} or {"random": {...}}, as resolved.
+    search: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_sweeps_owner_created", "owner", "created_at"),)
 
 
 class DatasetRecord(Base):

@@ -52,6 +52,7 @@ from service.storage.models import (
     LossRecord,
     Model,
     ModelDeletion,
+    Sweep,
     utcnow,
 )
 from service.tuning import DELETION_LOG_KEEP
@@ -102,6 +103,26 @@ def enqueue_once(
             if attempt or job.idempotency_key is None:
                 raise
     raise AssertionError("unreachable")
+
+
+@retry_transient
+def enqueue_sweep(
+    db: Database,
+    sweep: Sweep,
+    trials: Sequence[Job],
+    limits: quota.Quota | None = None,
+    blob_store: BlobStore = IN_DATABASE,
+) -> None:
+    """Queue a sweep and every trial's job in one transaction: all of them, or none (a quota
+    counts every trial)."""
+    with db.write() as session:
+        if limits is not None:
+            new_bytes = sum(quota.job_data_bytes(job) for job in trials)
+            quota.check(session, limits, sweep.owner, new_bytes, new_jobs=len(trials))
+        session.add(sweep)
+        for job in trials:
+            enqueue(session, job, blob_store)
+    wakeup.announce(db)
 
 
 def _claimable(
@@ -234,6 +255,63 @@ def claim(
         return str(row.id)
 
 
+@retry_transient
+def claim_stack_mates(
+    db: Database,
+    job_id: str,
+    worker_id: str,
+    lease_seconds: float,
+    device_kinds: Sequence[str],
+    limit: int,
+) -> list[str]:
+    """Having claimed sweep trial `job_id`, also claim up to `limit` queued trials of its sweep
+    with the same stack key, to train together with it as one stacked model. Opens their
+    attempt records; [] for a job that is no sweep's trial."""
+    if limit < 1:
+        return []
+    with db.read() as session:  # most jobs are no sweep's: they cost a read, not a write lock
+        row = session.execute(
+            select(Job.sweep_id, Job.stack_key).where(Job.id == job_id)
+        ).one_or_none()
+    if row is None or row.sweep_id is None or row.stack_key is None:
+        return []
+    with db.write() as session:
+        mates = (
+            select(Job.id)
+            .where(Job.sweep_id == row.sweep_id, Job.stack_key == row.stack_key)
+            .where(*_claimable(device_kinds))
+            .order_by(Job.created_at, Job.id)
+            .limit(limit)
+        )
+        if db.engine.dialect.name == "postgresql":
+            mates = mates.with_for_update(skip_locked=True)
+        ids = list(session.scalars(mates))
+        if not ids:
+            return []
+        taken = session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.RUNNING,
+                lease_owner=worker_id,
+                lease_expires_at=database_now(lease_seconds),
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, database_now()),
+                error=None,
+            )
+            .returning(Job.id, Job.attempts)
+        ).all()
+        for r in taken:  # one statement each: the database's clock is an expression
+            session.execute(
+                insert(AttemptRecord).values(
+                    job_id=r.id, attempt=r.attempts, worker_id=worker_id, started_at=database_now()
+                )
+            )
+        # The claim's order: the stack trains its trials in the order they were queued.
+        claimed = {str(r.id) for r in taken}
+        return [job for job in ids if job in claimed]
+
+
 def _owned(job_id: str, worker_id: str) -> tuple[ColumnElement[bool], ...]:
     return (Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING)
 
@@ -255,6 +333,22 @@ def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -
     with db.write() as session:
         cancel_requested = session.execute(statement).scalar_one_or_none()
     return None if cancel_requested is None else Lease(cancel_requested=bool(cancel_requested))
+
+
+@retry_transient
+def heartbeat_all(
+    db: Database, job_ids: Sequence[str], worker_id: str, lease_seconds: float
+) -> dict[str, Lease]:
+    """Extend the leases of a stack's jobs in one statement: the leases still ours, by job."""
+    statement = (
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=database_now(lease_seconds))
+        .returning(Job.id, Job.cancel_requested)
+    )
+    with db.write() as session:
+        rows = session.execute(statement).all()
+    return {str(r.id): Lease(cancel_requested=bool(r.cancel_requested)) for r in rows}
 
 
 @retry_transient
@@ -443,10 +537,13 @@ def recover_expired(db: Database) -> int:
 
 
 @retry_transient
-def is_cancel_requested(db: Database, job_id: str) -> bool:
-    """A cheap read, so a running job notices a cancel well before its next heartbeat."""
+def cancel_requested_among(db: Database, job_ids: Sequence[str]) -> set[str]:
+    """Which of a stack's jobs have a cancel request: one read for all of them."""
     with db.read() as session:
-        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+        rows = session.scalars(
+            select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
+        )
+        return {str(job_id) for job_id in rows}
 
 
 @retry_transient
@@ -494,27 +591,83 @@ def delete_job(
 
     With `owner`, another owner's job is reported as not found.
     """
-    now = utcnow()
     with db.write() as session:
         job = session.get(Job, job_id)
         if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job or model with id {job_id}")
         if job.status not in TERMINAL_STATUSES:
             raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting it")
-        refs = blobs.refs_of_jobs(session, [job_id])
-        session.execute(delete(Job).where(Job.id == job_id))
-        # The newest entry always stays: SQLite would otherwise reuse its sequence number, and
-        # a process that had read up to it would miss the next deletion.
-        newest = select(func.max(ModelDeletion.seq)).scalar_subquery()
-        session.execute(
-            delete(ModelDeletion).where(
-                ModelDeletion.deleted_at < now - DELETION_LOG_KEEP, ModelDeletion.seq < newest
-            )
-        )
-        session.add(ModelDeletion(model_id=job_id, deleted_at=now))
+        refs = _delete_ended_jobs(session, [job_id])
     # Only once no row names them: a crash before this line leaves orphans, not lost data.
     blob_store.discard(refs)
     # After the commit: the job's data, weights and checkpoint left free pages behind.
+    db.reclaim_free_pages()
+
+
+def _delete_ended_jobs(session: Session, job_ids: Sequence[str]) -> list[str]:
+    """Delete jobs (their models, loss rows and checkpoints cascade) and log their models'
+    deletion for every API process's cache; returns their blobs' keys, for after the commit."""
+    now = utcnow()
+    refs = blobs.refs_of_jobs(session, list(job_ids))
+    session.execute(delete(Job).where(Job.id.in_(job_ids)))
+    # The newest entry always stays: SQLite would otherwise reuse its sequence number, and
+    # a process that had read up to it would miss the next deletion.
+    newest = select(func.max(ModelDeletion.seq)).scalar_subquery()
+    session.execute(
+        delete(ModelDeletion).where(
+            ModelDeletion.deleted_at < now - DELETION_LOG_KEEP, ModelDeletion.seq < newest
+        )
+    )
+    session.add_all([ModelDeletion(model_id=job_id, deleted_at=now) for job_id in job_ids])
+    return refs
+
+
+@retry_transient
+def cancel_sweep(db: Database, sweep_id: str, owner: str | None = None) -> None:
+    """Cancel every trial still queued (at once) or running (at its next batch), and mark the
+    sweep cancelled. Trials that already ended keep their models."""
+    with db.write() as session:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None or (owner is not None and sweep.owner != owner):
+            raise NotFound(f"no sweep with id {sweep_id}")
+        sweep.cancel_requested = True
+        trials = Job.sweep_id == sweep_id
+        queued = list(
+            session.scalars(
+                update(Job)
+                .where(trials, Job.status == JobStatus.QUEUED)
+                .values(
+                    status=JobStatus.CANCELLED, finished_at=database_now(), cancel_requested=True
+                )
+                .returning(Job.id)
+            )
+        )
+        for job_id in queued:
+            _drop_checkpoint(session, job_id)
+        session.execute(
+            update(Job).where(trials, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
+        )
+
+
+@retry_transient
+def delete_sweep(
+    db: Database, sweep_id: str, owner: str | None = None, blob_store: BlobStore = IN_DATABASE
+) -> None:
+    """Delete a sweep whose trials all ended, with every trial's job, model and loss history."""
+    with db.write() as session:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None or (owner is not None and sweep.owner != owner):
+            raise NotFound(f"no sweep with id {sweep_id}")
+        rows = session.execute(select(Job.id, Job.status).where(Job.sweep_id == sweep_id)).all()
+        active = [r for r in rows if r.status not in TERMINAL_STATUSES]
+        if active:
+            raise Conflict(
+                f"sweep {sweep_id} has {len(active)} trial(s) queued or running; cancel it "
+                f"(POST /sweeps/{sweep_id}/cancel) before deleting it"
+            )
+        refs = _delete_ended_jobs(session, [str(r.id) for r in rows]) if rows else []
+        session.delete(sweep)
+    blob_store.discard(refs)
     db.reclaim_free_pages()
 
 

@@ -164,7 +164,7 @@ def queue_job(
     # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
     # replay still matches after an operator changes them.
     digest = request_digest(request) if idempotency_key is not None else None
-    dataset = _dataset_of(db, request, principal)
+    dataset = dataset_of(db, request, principal)
     job = build_job(request, settings, dataset)
     job.owner = principal.owner
     if idempotency_key is not None:
@@ -188,7 +188,7 @@ def queue_job(
     return job_out(stored, live_kinds_if_needed(db, settings, [stored]))
 
 
-def _dataset_of(db: Database, request: JobCreate, principal: Principal) -> DatasetRecord | None:
+def dataset_of(db: Database, request: JobCreate, principal: Principal) -> DatasetRecord | None:
     """The dataset a job trains from (None for inline data); another key's is not found."""
     if request.dataset_id is None:
         return None

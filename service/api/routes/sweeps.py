@@ -1,0 +1,174 @@
+"""Sweeps: submit a search over hyperparameters, follow its trials, cancel, delete."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.api.auth import Principal
+from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep, require_json
+from service.api.routes.jobs import dataset_of
+from service.config import Settings
+from service.errors import InvalidInput
+from service.quota import Quota
+from service.schemas import MAX_OFFSET, ErrorOut, JobCreate
+from service.storage import queue
+from service.storage.blobs import BlobStore
+from service.storage.db import Database
+from service.storage.models import Sweep, utcnow
+from service.submission import build_trials
+from service.sweeps import records, search
+from service.sweeps.schemas import SweepCreate, SweepList, SweepOut
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+SWEEP_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SweepCreate"}}},
+    }
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No sweep with this id"}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        404: {"model": ErrorOut, "description": "No dataset with the base's dataset_id"},
+        415: {"model": ErrorOut, "description": "The body is not JSON"},
+        422: {"model": ErrorOut, "description": "The sweep, its base job or a trial is invalid"},
+        429: {
+            "model": ErrorOut,
+            "description": "The trials would pass this API key's quota of active jobs or "
+            "stored bytes; Retry-After says when to try again",
+        },
+    },
+    dependencies=[Depends(require_json)],
+    openapi_extra=SWEEP_BODY,
+)
+async def submit_sweep(
+    http: Request,
+    response: Response,
+    db: DatabaseDep,
+    blob_store: BlobStoreDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+) -> SweepOut:
+    """Queue one job per trial; trials that share a shape train together as one stacked model.
+    Each trial is an ordinary job: /jobs/{id}, /loss, /predict, /events all take its id."""
+    body = await http.body()
+    # Validating and encoding N trials' data is CPU work: off the event loop.
+    return await run_in_threadpool(queue_sweep, body, response, db, settings, principal, blob_store)
+
+
+def _parsed(body: bytes) -> tuple[SweepCreate, JobCreate]:
+    """The sweep and its base job; a body that is neither is reported as any invalid body."""
+    try:
+        request = SweepCreate.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc, ("body",)) from None
+    try:
+        base = JobCreate.model_validate(request.base)
+    except ValidationError as exc:
+        raise _invalid(exc, ("body", "base")) from None
+    return request, base
+
+
+def _invalid(exc: ValidationError, where: tuple[str, ...]) -> RequestValidationError:
+    return RequestValidationError([{**e, "loc": (*where, *e["loc"])} for e in exc.errors()])
+
+
+def queue_sweep(
+    body: bytes,
+    response: Response,
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    blob_store: BlobStore,
+) -> SweepOut:
+    request, base = _parsed(body)
+    n_trials = search.grid_size(request)
+    if n_trials > settings.max_trials_per_sweep:
+        raise InvalidInput(
+            f"the sweep has {n_trials} trials, above the limit of {settings.max_trials_per_sweep}"
+        )
+    params = search.trial_params(request)
+    requests = search.trial_requests(base, request.base, params)
+    dataset = dataset_of(db, base, principal)
+    sweep = Sweep(
+        id=str(uuid.uuid4()),
+        owner=principal.owner,
+        name=request.name,
+        search=request.model_dump(mode="json", include={"grid", "random"}, exclude_none=True),
+        n_trials=len(requests),
+        cancel_requested=False,
+    )
+    jobs = build_trials(requests, settings, dataset)
+    queued_at = utcnow()
+    for number, (job, trial) in enumerate(zip(jobs, params, strict=True)):
+        # A microsecond apart: the trials list, and are claimed, in the order they were drawn.
+        job.created_at = queued_at + timedelta(microseconds=number)
+        job.owner = principal.owner
+        job.sweep_id = sweep.id
+        job.trial_params = trial
+        job.stack_key = search.stack_key(job.spec)
+        if job.name is None:
+            job.name = f"{request.name or 'sweep'} {search.describe(trial)}"[:200]
+    queue.enqueue_sweep(db, sweep, jobs, Quota.from_settings(settings), blob_store)
+    response.headers["Location"] = f"/sweeps/{sweep.id}"
+    with db.read() as session:
+        return records.sweep_out(session, records.sweep_or_404(session, sweep.id, None))
+
+
+@router.get("")
+def list_sweeps(
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> SweepList:
+    """Sweeps, newest first, each with its status, counts and best trial."""
+    with db.read() as session:
+        sweeps, total = records.list_sweeps(session, principal.owner_filter, limit, offset)
+    return SweepList(sweeps=sweeps, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{sweep_id}", responses=NOT_FOUND)
+def get_sweep(sweep_id: str, db: DatabaseDep, principal: PrincipalDep) -> SweepOut:
+    """The sweep, every trial with its parameters, status and final losses, and the best."""
+    with db.read() as session:
+        return records.sweep_out(
+            session, records.sweep_or_404(session, sweep_id, principal.owner_filter)
+        )
+
+
+@router.post("/{sweep_id}/cancel", responses=NOT_FOUND)
+def cancel_sweep(sweep_id: str, db: DatabaseDep, principal: PrincipalDep) -> SweepOut:
+    """Queued trials are cancelled at once, running ones at their next batch; trials that
+    already ended keep their models."""
+    queue.cancel_sweep(db, sweep_id, principal.owner_filter)
+    return get_sweep(sweep_id, db, principal)
+
+
+@router.delete(
+    "/{sweep_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "Some trial is still queued or running"},
+    },
+)
+def delete_sweep(
+    sweep_id: str, db: DatabaseDep, blob_store: BlobStoreDep, principal: PrincipalDep
+) -> Response:
+    """Delete the sweep with every trial's job, model and loss history."""
+    queue.delete_sweep(db, sweep_id, principal.owner_filter, blob_store)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
