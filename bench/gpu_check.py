@@ -6,7 +6,9 @@ What `make test` cannot run on a CPU-only machine, in one short script (about tw
    CPU and autograd on CUDA: time, final loss, and how far the histories drift apart;
 2. per-epoch time on 1M rows for a small (2->80->1, batch 200) and a wide (2->512->512->1,
    batch 4096) network on each device, and where placement puts each;
-3. through real processes (an API, workers started and killed): the notebook job on a GPU worker
+3. CUDA graphs (service/training/cuda_graphs.py), eager against captured: the notebook job,
+   16 of its trials stacked against one, and one epoch of 1M rows (`--graphs`: only this);
+4. through real processes (an API, workers started and killed): the notebook job on a GPU worker
    (SERVICE_DEVICE=auto) against a CPU worker and a CUDA-only worker, a wide job on the GPU
    worker, and hand-overs CPU -> CUDA and CUDA -> CPU after SIGKILL.
 
@@ -37,11 +39,13 @@ from bench.jobs import notebook_job, sinc_points
 from bench.procs import Managed, free_port, wait_http
 from bench.settings import OUT_DIR, REPO
 from service.placement import JobShape, place
-from service.training.data import TrainingTensors, prepare
+from service.training.cuda_graphs import CudaGraphs
+from service.training.data import TrainingTensors, epoch_order, prepare
 from service.training.engine import TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.numpy_engine import supports as numpy_supports
 from service.training.profile import WorkerProfile, profile_worker
+from service.training.stacked_torch import StackedTorchEngine
 from service.training.trainer import EngineChoice, TrainingResult, train
 
 CPU = torch.device("cpu")
@@ -96,10 +100,11 @@ def train_on(
     network: NetworkConfig,
     data: TrainingTensors,
     config: TrainingConfig,
+    cuda_graphs: CudaGraphs = "off",
 ) -> TrainingResult:
     torch.manual_seed(config.seed)
     module = build_network(network).to(device)
-    return train(module, network, data, config, engine=engine)
+    return train(module, network, data, config, engine=engine, cuda_graphs=cuda_graphs)
 
 
 def histories(rows: list[Row]) -> dict[str, list[float]]:
@@ -169,6 +174,96 @@ def million_rows(rows: list[Row], profile: WorkerProfile) -> None:
             )
         )
     torch.set_num_threads(1)
+
+
+# What the CUDA-graph path is for (seconds, or a ratio to one trial alone).
+GRAPHS_NOTEBOOK_TARGET = 0.5
+GRAPHS_MILLION_ROWS_TARGET = 0.5
+STACKED_16_TARGET = 1.2
+
+
+def verdict(value: float, target: float) -> str:
+    return f"target <= {target:g}: {'met' if value <= target else 'MISSED'}"
+
+
+def stacked_seconds(
+    device: torch.device, data: TrainingTensors, trials: int, graphs: bool, epochs: int
+) -> float:
+    """`trials` notebook trials (each its own seed: initial weights and shuffles) trained as
+    one stack for `epochs` epochs, after a warm-up epoch (captures, kernels)."""
+    initial = []
+    for seed in range(trials):
+        torch.manual_seed(seed)
+        initial.append(build_network(SMALL).state_dict())
+    configs = [TrainingConfig(seed=seed) for seed in range(trials)]
+    stack = StackedTorchEngine(SMALL, initial, configs, device, graphs=graphs)
+    n_rows = data.x_train.shape[0]
+    x = data.x_train.expand(trials, -1, -1)
+    y = data.y_train.expand(trials, -1, -1)
+
+    def orders(epoch: int) -> torch.Tensor:
+        rows = [torch.from_numpy(epoch_order(seed, epoch, n_rows)) for seed in range(trials)]
+        return torch.stack(rows).to(device)
+
+    stack.train_epoch_indexed(x, y, orders(0), 200, None)
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        stack.train_epoch_indexed(x, y, orders(epoch), 200, None)  # ends in a host sync
+    return time.perf_counter() - started
+
+
+def graph_timings(rows: list[Row]) -> None:
+    """Eager launches against captured graphs, on the GPU (in a rehearsal the CPU runs the
+    graph path's blocks eagerly, and train() keeps autograd there: nothing is captured)."""
+    cuda = gpu()
+    torch.set_num_threads(1)
+    note = " (rehearsal: CPU, nothing captured)" if REHEARSAL else ""
+    data = notebook_tensors(cuda)
+    epochs = 40 if REHEARSAL else 400
+    config = TrainingConfig(epochs=epochs)
+    seconds: dict[str, float] = {}
+    for setting in ("off", "auto"):
+        train_on(cuda, "torch", SMALL, data, TrainingConfig(epochs=2), setting)  # warm
+        result = train_on(cuda, "torch", SMALL, data, config, setting)
+        seconds[setting] = result.history[-1].seconds
+        rows.append(
+            Row(
+                f"notebook job ({epochs} epochs), CUDA graphs {setting}{note}",
+                f"{seconds[setting]:.2f} s",
+                f"final loss {result.history[-1].train_loss:.5f}"
+                + (
+                    f"; {verdict(seconds[setting], GRAPHS_NOTEBOOK_TARGET)}"
+                    if epochs == 400
+                    else ""
+                ),
+            )
+        )
+    rows.append(Row("notebook job: graphs speed-up", f"{seconds['off'] / seconds['auto']:.2f}x"))
+    stacked_epochs = 20 if REHEARSAL else 400
+    one = stacked_seconds(cuda, data, 1, True, stacked_epochs)
+    for trials, graphs in ((16, False), (16, True)):
+        took = stacked_seconds(cuda, data, trials, graphs, stacked_epochs)
+        rows.append(
+            Row(
+                f"{trials} notebook trials stacked, {stacked_epochs} epochs, "
+                f"{'graphs' if graphs else 'eager'}{note}",
+                f"{took:.2f} s ({took / one:.2f}x one trial with graphs, {one:.2f} s)",
+                verdict(took / one, STACKED_16_TARGET) if graphs and not REHEARSAL else "",
+            )
+        )
+    n_rows = 20_000 if REHEARSAL else 1_000_000
+    big = regression_tensors(*sinc_points(n_rows, seed=1), cuda)
+    small = regression_tensors(*sinc_points(2_000, seed=1), cuda)
+    one_epoch = TrainingConfig(epochs=1, batch_size=200)
+    train_on(cuda, "torch", SMALL, small, one_epoch, "auto")  # this shape's kernels
+    took = train_on(cuda, "torch", SMALL, big, one_epoch, "auto").history[-1].seconds
+    rows.append(
+        Row(
+            f"{n_rows:,} rows, 2->80->1, batch 200, one epoch, CUDA graphs{note}",
+            f"{took:.2f} s (captures included)",
+            verdict(took, GRAPHS_MILLION_ROWS_TARGET) if n_rows == 1_000_000 else "",
+        )
+    )
 
 
 class Fleet:
@@ -401,8 +496,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--rehearse", action="store_true", help="the CPU stands in for the GPU")
     parser.add_argument(
-        "--in-process", action="store_true", help="only parts 1 and 2 (no service processes)"
+        "--in-process", action="store_true", help="only parts 1 to 3 (no service processes)"
     )
+    parser.add_argument("--graphs", action="store_true", help="only part 3 (CUDA graphs)")
     args = parser.parse_args()
     global REHEARSAL, REPS
     REHEARSAL = args.rehearse
@@ -415,8 +511,12 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     logs: list[Path] = []
     try:
+        if args.graphs:
+            graph_timings(rows)
+            return 0
         runs = histories(rows)
-        profile = profile_worker(None if REHEARSAL else gpu(), os.cpu_count() or 1)
+        # As a worker measures itself: small networks on the GPU through captured graphs.
+        profile = profile_worker(None if REHEARSAL else gpu(), os.cpu_count() or 1, "auto")
         measured = (("numpy", profile.cpu_numpy), ("torch", profile.cpu_torch), ("", profile.gpu))
         for engine, cost in measured:
             if cost is None:
@@ -429,6 +529,7 @@ def main() -> int:
                 )
             )
         million_rows(rows, profile)
+        graph_timings(rows)
         if not args.in_process:
             through_processes(rows, runs, folder)
     finally:

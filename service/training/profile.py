@@ -7,6 +7,11 @@ kernels run while the next ones are launched, the wide step's whole time does (t
 there is large enough that its arithmetic outlasts the launches several times over). A few
 hundred tiny steps and a handful of wide ones per device: well under a second on a GPU machine,
 once at start-up.
+
+Where a worker trains small networks through captured CUDA graphs (SERVICE_CUDA_GRAPHS), the
+GPU's overhead is measured on that path, so placement weighs the GPU as jobs will meet it: the
+tiny network is under cuda_graphs.GRAPH_MAX_PARAMETERS, the wide one above it (eager, as such
+jobs train).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from service.placement import DeviceCost, JobShape
+from service.training import cuda_graphs
+from service.training.cuda_graphs import CudaGraphs
 from service.training.engine import TrainingConfig
 from service.training.network import NetworkConfig, build_network
 from service.training.trainer import EngineChoice, make_engine
@@ -47,15 +54,24 @@ class WorkerProfile:
 
 
 def seconds_per_step(
-    network: NetworkConfig, device: torch.device, engine: EngineChoice, batch: int, steps: int
+    network: NetworkConfig,
+    device: torch.device,
+    engine: EngineChoice,
+    batch: int,
+    steps: int,
+    graphs: CudaGraphs = "off",
 ) -> float:
     """The median-ish time of one training step: an untimed warm-up epoch, then a timed one."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch * steps, network.n_inputs, generator=generator).to(device)
     y = torch.randn(batch * steps, network.n_outputs, generator=generator).to(device)
     module = build_network(network).to(device)
-    trainer = make_engine(module, network, TrainingConfig(batch_size=batch), device, engine)
-    trainer.train_epoch(x[: batch * 2], y[: batch * 2], batch, None)  # allocators, kernels
+    config = TrainingConfig(batch_size=batch)
+    trainer = make_engine(module, network, config, device, engine, cuda_graphs=graphs)
+    # The warm-up makes the allocator's blocks and the kernels; with graphs it must also
+    # capture every block shape the timed epoch replays, so it runs the same rows.
+    warm_rows = x.shape[0] if cuda_graphs.use_graphs(network, device, graphs) else batch * 2
+    trainer.train_epoch(x[:warm_rows], y[:warm_rows], batch, None)
     started = time.perf_counter()
     trainer.train_epoch(x, y, batch, None)  # ends in a host sync: every step has run
     return (time.perf_counter() - started) / steps
@@ -67,9 +83,10 @@ def measure(
     wide: NetworkConfig,
     wide_batch: int,
     wide_steps: int,
+    graphs: CudaGraphs = "off",
 ) -> DeviceCost:
-    overhead = seconds_per_step(TINY, device, engine, TINY_BATCH, TINY_STEPS)
-    wide_step = seconds_per_step(wide, device, engine, wide_batch, wide_steps)
+    overhead = seconds_per_step(TINY, device, engine, TINY_BATCH, TINY_STEPS, graphs)
+    wide_step = seconds_per_step(wide, device, engine, wide_batch, wide_steps, graphs)
     flops = JobShape(wide.n_parameters, wide_batch, wide_batch, 1).flops_per_step
     asynchronous = device.type == "cuda"
     # On a GPU launches overlap the arithmetic, so the whole wide step is (conservatively) its
@@ -79,8 +96,11 @@ def measure(
     return DeviceCost(str(device), overhead, flops / arithmetic, asynchronous=asynchronous)
 
 
-def profile_worker(gpu: torch.device | None, cpu_threads: int) -> WorkerProfile:
-    """Measure the CPU (both engines, with `cpu_threads` threads as large jobs get) and the GPU."""
+def profile_worker(
+    gpu: torch.device | None, cpu_threads: int, cuda_graphs: CudaGraphs = "off"
+) -> WorkerProfile:
+    """Measure the CPU (both engines, with `cpu_threads` threads as large jobs get) and the GPU
+    (small networks through captured graphs where `cuda_graphs` is "auto")."""
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(cpu_threads)
@@ -91,5 +111,5 @@ def profile_worker(gpu: torch.device | None, cpu_threads: int) -> WorkerProfile:
         torch.set_num_threads(threads)
     gpu_cost = None
     if gpu is not None:
-        gpu_cost = measure(gpu, "torch", WIDE_GPU, WIDE_GPU_BATCH, WIDE_GPU_STEPS)
+        gpu_cost = measure(gpu, "torch", WIDE_GPU, WIDE_GPU_BATCH, WIDE_GPU_STEPS, cuda_graphs)
     return WorkerProfile(cpu_numpy=cpu_numpy, cpu_torch=cpu_torch, gpu=gpu_cost)

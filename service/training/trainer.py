@@ -6,6 +6,7 @@ divergence checks, early stopping and cancellation. Engines (engine.py) own the 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -16,17 +17,22 @@ import torch
 import torch.nn as nn
 
 from service.loss_history import EpochResult
+from service.training import cuda_graphs as cuda_graphs_module
 from service.training import numpy_engine
 from service.training.checkpoint import Checkpoint, EarlyStopping
+from service.training.cuda_graphs import CudaGraphs
 from service.training.data import TrainingTensors, epoch_order
 from service.training.engine import Engine, StopCheck, TrainingConfig
 from service.training.network import NetworkConfig
 from service.training.numpy_engine import NumpyEngine
+from service.training.stacked_torch import OneTrialEngine
 from service.training.torch_engine import TorchEngine
 from service.tuning import PAUSE_WAITS_FOR_EPOCHS_UNDER
 
 StopReason = Literal["completed", "early_stopped", "max_runtime", "cancelled", "paused"]
 EngineChoice = Literal["auto", "torch", "numpy"]
+
+log = logging.getLogger("service.worker")
 
 
 __all__ = ["EpochResult", "TrainingConfig", "TrainingDiverged", "TrainingResult", "train"]
@@ -74,9 +80,19 @@ def make_engine(
     config: TrainingConfig,
     device: torch.device,
     choice: EngineChoice = "auto",
+    *,
+    cuda_graphs: CudaGraphs = "off",
 ) -> Engine:
+    """The engine for the job. On CUDA a small network trains as a stack of one whose steps
+    replay as captured graphs (cuda_graphs.py), with `cuda_graphs` "auto"; elsewhere autograd
+    with torch.optim, or numpy on the CPU."""
     if engine_for(architecture, device, config, choice) == "numpy":
         return NumpyEngine(architecture, network.state_dict(), config)
+    if cuda_graphs_module.use_graphs(architecture, device, cuda_graphs):
+        try:
+            return OneTrialEngine(architecture, network.state_dict(), config, device)
+        except Exception as error:  # never fail the job over a faster path
+            log.warning("CUDA graphs unavailable, training eagerly: %r", error)
     return TorchEngine(network, config)
 
 
@@ -93,6 +109,7 @@ def train(
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
     resume: Checkpoint | None = None,
     engine: EngineChoice = "auto",
+    cuda_graphs: CudaGraphs = "off",
 ) -> TrainingResult:
     """Train from `network`'s initial weights (or from `resume`); return the final weights.
 
@@ -105,10 +122,11 @@ def train(
     data, config and seed, a CPU run gives the same loss history bit for bit,
     also when it was checkpointed and resumed on the way; on another engine or device, the same
     history within float32 rounding (the batches are the same). A `resume` checkpoint that does
-    not fit the network raises UnusableCheckpoint before any training.
+    not fit the network raises UnusableCheckpoint before any training. `cuda_graphs` "auto"
+    lets a small network on CUDA train through captured graphs (make_engine).
     """
     device = data.x_train.device
-    trainer = make_engine(network, architecture, config, device, engine)
+    trainer = make_engine(network, architecture, config, device, engine, cuda_graphs=cuda_graphs)
     first_epoch, seconds_before, stopping = 1, 0.0, EarlyStopping()
     if resume is not None:
         resume.check_fits(architecture, config.optimizer)
