@@ -200,3 +200,18 @@ def test_without_keys_no_secret_is_read_or_written(settings: Settings, tmp_path:
     quiet = settings.model_copy(update={"data_dir": str(tmp_path / "data")})
     assert not KeyRing.from_settings(quiet).enabled
     assert not (tmp_path / "data").exists()
+
+
+def test_each_key_sees_and_acts_on_its_own_sweeps_only(keyed: TestClient) -> None:
+    body = {"base": JOB, "grid": {"training.seed": [0, 1]}}
+    assert keyed.post("/sweeps", json=body).status_code == 401
+    sweep = keyed.post("/sweeps", json=body, headers=bearer(ALICE)).json()
+    path = f"/sweeps/{sweep['id']}"
+    for method, url in (("GET", path), ("POST", f"{path}/cancel"), ("DELETE", path)):
+        assert keyed.request(method, url, headers=bearer(BOB)).status_code == 404
+    assert keyed.get("/sweeps", headers=bearer(BOB)).json()["total"] == 0
+    assert keyed.get("/sweeps", headers=bearer(ADMIN)).json()["total"] == 1
+    trial = sweep["trials"][0]["id"]
+    assert keyed.get(f"/jobs/{trial}", headers=bearer(BOB)).status_code == 404
+    assert keyed.get(f"/jobs/{trial}", headers=bearer(ALICE)).status_code == 200
+    assert keyed.post(f"{path}/cancel", headers=bearer(ALICE)).json()["status"] == "cancelled"

@@ -16,7 +16,7 @@ from service.loss_history import EpochResult
 from service.schemas import JobCreate
 from service.storage import queue
 from service.storage.db import Database
-from service.storage.models import Job, JobStatus, LossRecord, Model, utcnow
+from service.storage.models import Job, JobStatus, LossRecord, Model, Sweep, utcnow
 from service.submission import build_job
 from tests.claimer import claim_all
 from tests.databases import BACKENDS, migrated_database
@@ -242,3 +242,39 @@ def test_a_job_that_ends_keeps_no_checkpoint(db: Database, settings: Settings) -
     assert job(db, expired).status == "failed"
     assert queue.load_checkpoint(db, handed_back) is None
     assert queue.load_checkpoint(db, expired) is None
+
+
+def add_sweep(db: Database, settings: Settings, keys: list[str]) -> list[str]:
+    """A sweep's trials, queued in order, with these stack keys."""
+    sweep = Sweep(id="sweep-1", owner="", search={}, n_trials=len(keys), cancel_requested=False)
+    jobs = []
+    first = utcnow()
+    for i, key in enumerate(keys):
+        trial = build_job(JobCreate.model_validate(TINY), settings)
+        trial.sweep_id, trial.stack_key = sweep.id, key
+        trial.created_at = first + timedelta(milliseconds=i)
+        jobs.append(trial)
+    queue.enqueue_sweep(db, sweep, jobs)
+    return [trial.id for trial in jobs]
+
+
+def test_a_stack_claim_takes_a_trial_and_its_queued_stack_mates_at_once(
+    db: Database, settings: Settings
+) -> None:
+    lone = add_jobs(db, settings, 1)
+    trials = add_sweep(db, settings, ["a", "b", "a", "a", "a"])
+    # Not a sweep's trial: alone, whatever the limit.
+    assert queue.claim_stack(db, "w1", 30, max_trials=8) == lone
+    # The fairest trial, then the queued trials of its stack, oldest first, up to the limit.
+    assert queue.claim_stack(db, "w1", 30, max_trials=3) == [trials[0], trials[2], trials[3]]
+    assert queue.claim_stack(db, "w2", 30, max_trials=8) == [trials[1]]
+    assert queue.claim_stack(db, "w2", 30, max_trials=8) == [trials[4]]
+    assert queue.claim_stack(db, "w2", 30, max_trials=8) == []
+    for trial_id, owner in zip(trials, ["w1", "w2", "w1", "w1", "w2"], strict=True):
+        claimed = job(db, trial_id)
+        assert claimed.status == JobStatus.RUNNING and claimed.lease_owner == owner
+        assert claimed.attempts == 1
+    leases = queue.heartbeat_all(db, [trials[0], trials[1], trials[2]], "w1", 30)
+    assert set(leases) == {trials[0], trials[2]}  # trials[1] is w2's
+    queue.request_cancel(db, trials[2])
+    assert queue.cancel_requested_among(db, trials) == {trials[2]}

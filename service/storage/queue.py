@@ -212,104 +212,103 @@ def has_queued(db: Database, device_kinds: Sequence[str] = ("cpu",)) -> bool:
         return bool(session.scalar(select(exists().where(*_claimable(device_kinds)))))
 
 
-@retry_transient
 def claim(
     db: Database, worker_id: str, lease_seconds: float, device_kinds: Sequence[str] = ("cpu",)
 ) -> str | None:
     """Atomically take the next queued job this worker's devices can run, fairly across owners
     (see _RANKED_OWNERS), so no two workers get the same job, and a job that
     requires a GPU never lands on a CPU worker. Opens the job's attempt record."""
-    fairest = _fairest(db.engine.dialect.name, device_kinds)
-    take = update(Job).values(
-        status=JobStatus.RUNNING,
-        lease_owner=worker_id,
-        lease_expires_at=database_now(lease_seconds),
-        attempts=Job.attempts + 1,
-        started_at=func.coalesce(Job.started_at, database_now()),
-        error=None,
-    )
-    with db.write() as session:
-        if db.engine.dialect.name == "postgresql":
-            # One statement. MATERIALIZED makes the planner run the CTE once, as written:
-            # inlined into the UPDATE, it may evaluate the LIMIT per outer row and lock (and
-            # update) more rows than one.
-            chosen = fairest.cte("chosen").prefix_with("MATERIALIZED")
-            picked: ColumnElement[bool] = Job.id == chosen.c.id
-        else:
-            # Two statements in one BEGIN IMMEDIATE transaction: no other writer can come
-            # between them. (As a subquery of the UPDATE, SQLite ran the pick per row.)
-            job_id = session.execute(fairest).scalar()
-            if job_id is None:
-                return None
-            picked = Job.id == job_id
-        row = session.execute(
-            take.where(picked, Job.status == JobStatus.QUEUED).returning(Job.id, Job.attempts)
-        ).one_or_none()
-        if row is None:
-            return None
-        session.execute(
-            insert(AttemptRecord).values(
-                job_id=row.id, attempt=row.attempts, worker_id=worker_id, started_at=database_now()
-            )
-        )
-        return str(row.id)
+    claimed = claim_stack(db, worker_id, lease_seconds, device_kinds, max_trials=1)
+    return claimed[0] if claimed else None
 
 
 @retry_transient
-def claim_stack_mates(
+def claim_stack(
     db: Database,
-    job_id: str,
     worker_id: str,
     lease_seconds: float,
-    device_kinds: Sequence[str],
-    limit: int,
+    device_kinds: Sequence[str] = ("cpu",),
+    max_trials: int = 1,
 ) -> list[str]:
-    """Having claimed sweep trial `job_id`, also claim up to `limit` queued trials of its sweep
-    with the same stack key, to train together with it as one stacked model. Opens their
-    attempt records; [] for a job that is no sweep's trial."""
-    if limit < 1:
-        return []
-    with db.read() as session:  # most jobs are no sweep's: they cost a read, not a write lock
-        row = session.execute(
-            select(Job.sweep_id, Job.stack_key).where(Job.id == job_id)
-        ).one_or_none()
-    if row is None or row.sweep_id is None or row.stack_key is None:
-        return []
+    """claim(), and when the job is a sweep's trial, up to `max_trials` - 1 more queued trials
+    of its sweep with the same stack key, in the same transaction: they train together as one
+    stacked model, and no other worker can take some of them in between. The claimed ids,
+    the fairest job first, then its stack-mates in the order they were queued ([] when
+    nothing is queued)."""
     with db.write() as session:
+        first = _claim_fairest(
+            session, db.engine.dialect.name, worker_id, lease_seconds, device_kinds
+        )
+        if first is None:
+            return []
+        job_id, sweep_id, stack_key = first
+        if sweep_id is None or stack_key is None or max_trials < 2:
+            return [job_id]
         mates = (
             select(Job.id)
-            .where(Job.sweep_id == row.sweep_id, Job.stack_key == row.stack_key)
+            .where(Job.sweep_id == sweep_id, Job.stack_key == stack_key)
             .where(*_claimable(device_kinds))
             .order_by(Job.created_at, Job.id)
-            .limit(limit)
+            .limit(max_trials - 1)
         )
         if db.engine.dialect.name == "postgresql":
             mates = mates.with_for_update(skip_locked=True)
-        ids = list(session.scalars(mates))
-        if not ids:
-            return []
-        taken = session.execute(
-            update(Job)
-            .where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
-            .values(
-                status=JobStatus.RUNNING,
-                lease_owner=worker_id,
-                lease_expires_at=database_now(lease_seconds),
-                attempts=Job.attempts + 1,
-                started_at=func.coalesce(Job.started_at, database_now()),
-                error=None,
-            )
-            .returning(Job.id, Job.attempts)
-        ).all()
-        for r in taken:  # one statement each: the database's clock is an expression
-            session.execute(
-                insert(AttemptRecord).values(
-                    job_id=r.id, attempt=r.attempts, worker_id=worker_id, started_at=database_now()
-                )
-            )
-        # The claim's order: the stack trains its trials in the order they were queued.
-        claimed = {str(r.id) for r in taken}
-        return [job for job in ids if job in claimed]
+        ids = [str(mate) for mate in session.scalars(mates)]
+        taken = [_take(session, Job.id == mate, worker_id, lease_seconds) for mate in ids]
+        return [job_id, *(mate[0] for mate in taken if mate is not None)]
+
+
+def _claim_fairest(
+    session: Session,
+    dialect: str,
+    worker_id: str,
+    lease_seconds: float,
+    device_kinds: Sequence[str],
+) -> tuple[str, str | None, str | None] | None:
+    """Take the fairest queued job: (its id, sweep and stack key), or None."""
+    fairest = _fairest(dialect, device_kinds)
+    if dialect == "postgresql":
+        # One statement. MATERIALIZED makes the planner run the CTE once, as written:
+        # inlined into the UPDATE, it may evaluate the LIMIT per outer row and lock (and
+        # update) more rows than one.
+        chosen = fairest.cte("chosen").prefix_with("MATERIALIZED")
+        picked: ColumnElement[bool] = Job.id == chosen.c.id
+    else:
+        # Two statements in one BEGIN IMMEDIATE transaction: no other writer can come
+        # between them. (As a subquery of the UPDATE, SQLite ran the pick per row.)
+        job_id = session.execute(fairest).scalar()
+        if job_id is None:
+            return None
+        picked = Job.id == job_id
+    return _take(session, picked, worker_id, lease_seconds)
+
+
+def _take(
+    session: Session, which: ColumnElement[bool], worker_id: str, lease_seconds: float
+) -> tuple[str, str | None, str | None] | None:
+    """Mark the queued job `which` selects running under this worker's lease and open its
+    attempt record: (its id, sweep, stack key), or None when it was no longer queued."""
+    row = session.execute(
+        update(Job)
+        .where(which, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.RUNNING,
+            lease_owner=worker_id,
+            lease_expires_at=database_now(lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, database_now()),
+            error=None,
+        )
+        .returning(Job.id, Job.attempts, Job.sweep_id, Job.stack_key)
+    ).one_or_none()
+    if row is None:
+        return None
+    session.execute(
+        insert(AttemptRecord).values(
+            job_id=row.id, attempt=row.attempts, worker_id=worker_id, started_at=database_now()
+        )
+    )
+    return str(row.id), row.sweep_id, row.stack_key
 
 
 def _owned(job_id: str, worker_id: str) -> tuple[ColumnElement[bool], ...]:

@@ -35,37 +35,45 @@ class Interrupt:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease every heartbeat; interrupts training on a cancel request or a lost lease."""
+    """Renews the leases of the jobs a worker trains (one, or a stack of a sweep's trials)
+    every heartbeat, in one statement; interrupts a job on a cancel request or a lost lease."""
 
     def __init__(
-        self, db: Database, settings: Settings, job_id: str, worker_id: str, interrupt: Interrupt
+        self,
+        db: Database,
+        settings: Settings,
+        interrupts: dict[str, Interrupt],
+        worker_id: str,
     ) -> None:
-        super().__init__(name=f"lease-{job_id[:8]}", daemon=True)
+        first = next(iter(interrupts))
+        super().__init__(name=f"lease-{first[:8]}", daemon=True)
         self._db, self._settings = db, settings
-        self._job_id, self._worker_id = job_id, worker_id
-        self._interrupt = interrupt
+        self._interrupts, self._worker_id = interrupts, worker_id
         self._done = threading.Event()
 
     def run(self) -> None:
         heartbeat = self._settings.heartbeat_seconds
         next_beat = time.monotonic() + heartbeat
+        job_ids = list(self._interrupts)
         while not self._done.wait(min(CANCEL_POLL_SECONDS, heartbeat)):
             try:
                 if time.monotonic() < next_beat:
-                    if queue.is_cancel_requested(self._db, self._job_id):
-                        self._interrupt.set("cancelled")
+                    for job_id in queue.cancel_requested_among(self._db, job_ids):
+                        self._interrupts[job_id].set("cancelled")
                     continue
                 next_beat = time.monotonic() + heartbeat
-                lease = queue.heartbeat(
-                    self._db, self._job_id, self._worker_id, self._settings.lease_seconds
+                leases = queue.heartbeat_all(
+                    self._db, job_ids, self._worker_id, self._settings.lease_seconds
                 )
             except Exception:  # a missed beat is survivable: the lease outlasts several
-                log.exception("heartbeat for job %s failed", self._job_id)
+                log.exception("heartbeat for job(s) %s failed", ", ".join(job_ids))
                 continue
-            if lease is None:
-                self._interrupt.set("lease_lost")
-            elif lease.cancel_requested:
-                self._interrupt.set("cancelled")
+            for job_id, interrupt in self._interrupts.items():
+                lease = leases.get(job_id)
+                if lease is None:
+                    interrupt.set("lease_lost")
+                elif lease.cancel_requested:
+                    interrupt.set("cancelled")
 
     def stop(self) -> None:
         self._done.set()

@@ -10,6 +10,7 @@ registry fresh, so the API knows which devices are alive.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -18,6 +19,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
@@ -27,6 +30,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from service import fleet, retention, wakeup
 from service.config import Settings
 from service.datasets.training_data import load_job_dataset
+from service.loss_history import EpochResult
 from service.placement import JobShape, place
 from service.schemas import JobSpec
 from service.storage import blobs, queue
@@ -48,6 +52,7 @@ from service.training.memory import grew, release_memory, resident_bytes
 from service.training.network import NetworkConfig, build_network
 from service.training.profile import WorkerProfile, profile_worker
 from service.training.progress import ProgressWriter
+from service.training.stacked_trainer import Outcome, Trial, train_stack
 from service.training.trainer import (
     TrainingConfig,
     TrainingDiverged,
@@ -95,7 +100,8 @@ class Worker:
         # Measured by warm_up() when there is a choice of device to make.
         self.profile: WorkerProfile | None = None
         self.stopping = threading.Event()
-        self._current: Interrupt | None = None
+        # The interrupts of the jobs training now (one, or a stack of a sweep's trials).
+        self._current: list[Interrupt] = []
         # Set while run_forever runs: what an idle worker waits on, and what a stop interrupts.
         self._wakeups: wakeup.WakeUps | None = None
         self._last_sweep = 0.0
@@ -108,8 +114,8 @@ class Worker:
         wakeups = self._wakeups
         if wakeups is not None:
             wakeups.wake()
-        if self._current is not None:
-            self._current.set("shutdown")
+        for interrupt in self._current:
+            interrupt.set("shutdown")
 
     def warm_up(self) -> None:
         """Pay one-off costs (lazy imports, allocator set-up, CUDA context) before the first
@@ -128,7 +134,7 @@ class Worker:
                 )
         if len(self.devices) > 1:
             gpu = next(d for d in self.devices if d.type == "cuda")
-            self.profile = profile_worker(gpu, self._cpu_threads())
+            self.profile = profile_worker(gpu, self._cpu_threads(), self.settings.cuda_graphs)
             for cost in (self.profile.cpu_numpy, self.profile.cpu_torch, self.profile.gpu):
                 if cost is not None:
                     log.info(
@@ -197,44 +203,81 @@ class Worker:
                 log.info("removed %d orphan file(s) from the blob store", swept)
         if not queue.has_queued(self.db, self.device_kinds):
             return False
-        job_id = queue.claim(
-            self.db, self.worker_id, self.settings.lease_seconds, self.device_kinds
+        # A sweep's trial brings its queued stack-mates along: they train as one stacked model.
+        job_ids = queue.claim_stack(
+            self.db,
+            self.worker_id,
+            self.settings.lease_seconds,
+            self.device_kinds,
+            self.settings.max_stacked_trials,
         )
-        if job_id is None:
+        if not job_ids:
             return False
-        self.run_job(job_id)
+        self.run_jobs(job_ids)
         return True
 
-    def run_job(self, job_id: str) -> None:
+    def run_jobs(self, job_ids: list[str]) -> None:
+        """Train claimed jobs: one alone, or several trials of a sweep as one stack."""
         resident_before = resident_bytes()
-        interrupt = Interrupt()
-        self._current = interrupt
+        interrupts = {job_id: Interrupt() for job_id in job_ids}
+        self._current = list(interrupts.values())
         if self.stopping.is_set():
-            interrupt.set("shutdown")
-        keeper = LeaseKeeper(self.db, self.settings, job_id, self.worker_id, interrupt)
+            for interrupt in self._current:
+                interrupt.set("shutdown")
+        keeper = LeaseKeeper(self.db, self.settings, interrupts, self.worker_id)
         keeper.start()
-        progress = ProgressWriter(self.db, self.settings, job_id, self.worker_id, interrupt)
+        progress = {
+            job_id: ProgressWriter(self.db, self.settings, job_id, self.worker_id, interrupt)
+            for job_id, interrupt in interrupts.items()
+        }
         try:
-            self._train_and_store(job_id, interrupt, progress)
+            if len(job_ids) == 1:
+                job_id = job_ids[0]
+                with self._failing_safely(job_ids, progress):
+                    self._train_and_store(job_id, interrupts[job_id], progress[job_id])
+            else:
+                with self._failing_safely(job_ids, progress):
+                    self._train_stack_and_store(job_ids, interrupts, progress)
+        finally:
+            keeper.stop()
+            self._current = []
+            if grew(resident_before):
+                self._release_memory()
+
+    @contextmanager
+    def _failing_safely(
+        self, job_ids: list[str], progress: dict[str, ProgressWriter]
+    ) -> Iterator[None]:
+        """A job's own failure ends it failed (each of a stack's, when the stack failed), and
+        never takes the worker down. Writes are lease-guarded: a job that already ended keeps
+        its outcome."""
+        try:
+            yield
         except TrainingDiverged as exc:
-            log.warning("job %s diverged: %s", job_id, exc)
-            queue.finish_failed(self.db, job_id, self.worker_id, shorten(str(exc)), progress.take())
+            log.warning("job %s diverged: %s", ", ".join(job_ids), exc)
+            self._fail(job_ids, shorten(str(exc)), progress)
         except OperationalError:
             # The database failed, not the job (retries were exhausted): write nothing more.
             # The lease runs out and the next attempt resumes from the last checkpoint.
-            log.exception("job %s: database unavailable; leaving it to its lease", job_id)
+            log.exception("job %s: database unavailable; leaving it to its lease", job_ids)
         except ModelNotStored as exc:
-            log.exception("job %s: %s", job_id, exc)  # the database's own words: its cause
-            rows = [*exc.rows, *progress.take()]
-            queue.finish_failed(self.db, job_id, self.worker_id, str(exc), rows)
+            log.exception("job %s: %s", ", ".join(job_ids), exc)  # the database's own words
+            for job_id in job_ids:  # one: each of a stack's models is stored on its own
+                self._fail([job_id], str(exc), progress, [*exc.rows, *progress[job_id].take()])
         except Exception as exc:  # a job's own failure must not take the worker down
-            log.exception("job %s failed", job_id)
-            queue.finish_failed(self.db, job_id, self.worker_id, public_error(exc), progress.take())
-        finally:
-            keeper.stop()
-            self._current = None
-            if grew(resident_before):
-                self._release_memory()
+            log.exception("job %s failed", ", ".join(job_ids))
+            self._fail(job_ids, public_error(exc), progress)
+
+    def _fail(
+        self,
+        job_ids: list[str],
+        error: str,
+        progress: dict[str, ProgressWriter],
+        rows: list[EpochResult] | None = None,
+    ) -> None:
+        for job_id in job_ids:
+            taken = rows if rows is not None else progress[job_id].take()
+            queue.finish_failed(self.db, job_id, self.worker_id, error, taken)
 
     def _release_memory(self) -> None:
         """Give back what a large job left behind, before idling. The job's tensors are
@@ -272,16 +315,7 @@ class Worker:
             return
         dataset = load_job_dataset(self.db, self.blob_store, job_id)
         spec = job.spec
-        prepared = prepare(
-            dataset.x,
-            dataset.y,
-            classification=spec.task == "classification",
-            scale_inputs=spec.preprocessing.inputs == "standard",
-            scale_targets=spec.preprocessing.targets == "standard",
-            validation_fraction=spec.training.validation_fraction,
-            seed=spec.training.seed,
-            device=device,
-        )
+        prepared = _prepare(dataset, spec, device)
         config = job.network
         torch.set_num_threads(self._threads_for(config, job.n_rows, device))
         torch.manual_seed(spec.training.seed)  # the network's initial weights, built on the CPU
@@ -298,8 +332,99 @@ class Worker:
             on_checkpoint=progress.save_checkpoint,
             resume=resume,
             engine=self.settings.engine,
+            cuda_graphs=self.settings.cuda_graphs,
         )
         self._persist(job_id, interrupt, progress, result, config, prepared, dataset, device)
+
+    def _train_stack_and_store(
+        self,
+        job_ids: list[str],
+        interrupts: dict[str, Interrupt],
+        progress: dict[str, ProgressWriter],
+    ) -> None:
+        """A sweep's trials of one shape, trained together (stacked_trainer.py), then each
+        stored as its own model. Trials resumed from checkpoints of different epochs train as
+        separate stacks, one after the other."""
+        claimed = {job_id: self._read_claimed(job_id) for job_id in job_ids}
+        first = claimed[job_ids[0]]
+        device = self._place(first, n_trials=len(job_ids))
+        resumes: dict[str, Checkpoint | None] = {}
+        for job_id in job_ids:
+            resume, warning = self._checkpoint_of(job_id, claimed[job_id])
+            if resume is not None:
+                log.info(
+                    "job %s: resuming from its checkpoint after epoch %d, in a stack on %s",
+                    job_id,
+                    resume.epoch,
+                    device,
+                )
+            kept = resume.epoch if resume else 0
+            if queue.start_attempt(
+                self.db, job_id, self.worker_id, str(device), keep_epochs=kept, warning=warning
+            ):
+                resumes[job_id] = resume
+        if not resumes:
+            return
+        started = list(resumes)
+        # Trials of one stack come from one sweep: they share their data.
+        dataset = load_job_dataset(self.db, self.blob_store, started[0])
+        prepared_by_seed: dict[int, PreparedData] = {}
+        trials: dict[str, Trial] = {}
+        for job_id in started:
+            spec = claimed[job_id].spec
+            seed = spec.training.seed
+            if seed not in prepared_by_seed:  # the split depends on the seed
+                prepared_by_seed[seed] = _prepare(dataset, spec, device)
+            torch.manual_seed(seed)  # each trial's initial weights, as it would get alone
+            trials[job_id] = Trial(
+                config=training_config(spec),
+                data=prepared_by_seed[seed].tensors,
+                initial=build_network(first.network).state_dict(),
+                resume=resumes[job_id],
+                on_epoch=progress[job_id],
+                should_stop=interrupts[job_id].stop.is_set,
+                checkpoint_due=progress[job_id].checkpoint_due,
+                on_checkpoint=progress[job_id].save_checkpoint,
+            )
+        torch.set_num_threads(self._threads_for(first.network, first.n_rows, device))
+        by_epoch: dict[int, list[str]] = {}
+        for job_id in started:
+            resume = resumes[job_id]
+            by_epoch.setdefault(resume.epoch if resume else 0, []).append(job_id)
+        pause = interrupts[started[0]].pause.is_set  # a shutdown pauses every trial at once
+        for group in by_epoch.values():
+            log.info("training %d trials as one stack on %s", len(group), device)
+
+            def store(job_id: str, outcome: Outcome, stack_size: int = len(group)) -> None:
+                """Each trial's model is stored as it leaves the stack, the others training on."""
+                prepared = prepared_by_seed[claimed[job_id].spec.training.seed]
+                with self._failing_safely([job_id], progress):
+                    if isinstance(outcome, TrainingDiverged):
+                        raise outcome
+                    self._persist(
+                        job_id,
+                        interrupts[job_id],
+                        progress[job_id],
+                        outcome,
+                        first.network,
+                        prepared,
+                        dataset,
+                        device,
+                        stack_size=stack_size,
+                    )
+
+            for job_id in group:
+                trials[job_id].on_end = functools.partial(store, job_id)
+            outcomes = train_stack(
+                first.network,
+                [trials[job_id] for job_id in group],
+                should_pause=pause,
+                engine=self.settings.engine,
+                cuda_graphs=self.settings.cuda_graphs,
+            )
+            for job_id, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, TrainingResult) and outcome.stop_reason == "paused":
+                    store(job_id, outcome)  # handed back to the queue, with its checkpoint
 
     def _read_claimed(self, job_id: str) -> ClaimedJob:
         with self.db.read() as session:
@@ -316,8 +441,9 @@ class Worker:
             n_val = round(job.n_rows * spec.training.validation_fraction)
             return ClaimedJob(spec, network, job.n_rows, job.n_rows - n_val)
 
-    def _place(self, job: ClaimedJob) -> torch.device:
-        """The device this job trains on: the only one, or the one the cost model picks."""
+    def _place(self, job: ClaimedJob, n_trials: int = 1) -> torch.device:
+        """The device this job (or a stack of `n_trials` like it) trains on: the only one, or
+        the one the cost model picks. A stack's step does every trial's arithmetic at once."""
         required = job.spec.resources.device
         if self.profile is None:
             return self.devices[0]
@@ -325,7 +451,7 @@ class Worker:
             job.network, torch.device("cpu"), training_config(job.spec), self.settings.engine
         )
         shape = JobShape(
-            n_parameters=job.network.n_parameters,
+            n_parameters=job.network.n_parameters * n_trials,
             batch_size=job.spec.training.batch_size,
             n_train_rows=job.n_train_rows,
             epochs=job.spec.training.epochs,
@@ -343,6 +469,7 @@ class Worker:
         prepared: PreparedData,
         dataset: Dataset,
         device: torch.device,
+        stack_size: int = 1,
     ) -> None:
         rows = progress.take()
         if interrupt.reason == "lease_lost":
@@ -380,6 +507,7 @@ class Worker:
             "training_seconds": last.seconds,
             "device": str(device),
             "engine": result.engine,
+            "stacked_trials": stack_size,  # trained together with this many (itself included)
             "n_parameters": config.n_parameters,
             # R², RMSE, MAE or accuracy, log-loss, confusion matrix on each split, raw units.
             **model_quality(config, result.state, prepared, dataset.classes),
@@ -455,6 +583,19 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _prepare(dataset: Dataset, spec: JobSpec, device: torch.device) -> PreparedData:
+    return prepare(
+        dataset.x,
+        dataset.y,
+        classification=spec.task == "classification",
+        scale_inputs=spec.preprocessing.inputs == "standard",
+        scale_targets=spec.preprocessing.targets == "standard",
+        validation_fraction=spec.training.validation_fraction,
+        seed=spec.training.seed,
+        device=device,
+    )
 
 
 def training_config(spec: JobSpec) -> TrainingConfig:
