@@ -267,3 +267,70 @@ def test_the_cancel_button_stops_a_running_job(
     wait_for(browser, "#summary .status-cancelled")
     assert not browser.find_element(By.ID, "cancel").is_displayed()
     assert not browser.find_elements(By.CSS_SELECTOR, "#model:not([hidden])")
+
+
+def test_a_sweep_page_compares_its_trials(
+    service: ServiceProcess, browser: WebDriver, artifacts: Path
+) -> None:
+    rows = [line.split(",") for line in training_csv().splitlines()[1:]]
+    rates = [0.001, 0.003, 0.01]
+    body = {
+        "name": "browser-sweep",
+        "base": {
+            "data": {
+                "x": [[float(u), float(v)] for u, v, _ in rows],
+                "y": [float(height) for _, _, height in rows],
+                "feature_names": ["u", "v"],
+            },
+            "model": {"hidden_layers": [16, 16]},
+            "training": {"epochs": 100, "batch_size": 16, "validation_fraction": 0.2},
+        },
+        "grid": {"training.learning_rate": rates, "training.seed": [0, 1]},
+    }
+    browser.get_log("browser")  # the earlier tests' entries: this test checks its own
+    with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        sweep_id = api.post("/sweeps", json=body).raise_for_status().json()["id"]
+        # The list links the sweep, naming its best trial once one succeeded.
+        open_page(browser, service, "#/")
+        row = f"#sweeps tr[data-sweep='{sweep_id}'][data-status=succeeded]"
+        assert "learning_rate" in wait_for(browser, f"{row} .best-params").text
+        browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+        wait_for(browser, "#sweep-summary .status-succeeded")
+        # Every curve fetched in full: the page stopped polling.
+        wait_for(browser, "#sweep-chart[data-live=ended]")
+        sweep = api.get(f"/sweeps/{sweep_id}").raise_for_status().json()
+    trials = {trial["id"]: trial for trial in sweep["trials"]}
+    assert len(trials) == 6
+    assert "browser-sweep" in browser.find_element(By.TAG_NAME, "h1").text
+
+    # One curve per trial on the one chart, the best one marked.
+    lines = browser.find_elements(By.CSS_SELECTOR, "#sweep-chart polyline[data-trial]")
+    assert sorted(line.get_attribute("data-trial") for line in lines) == sorted(trials)
+    assert all(int(line.get_attribute("data-count")) > 1 for line in lines)
+    best = sweep["best"]["id"]
+    marked = browser.find_elements(By.CSS_SELECTOR, "#sweep-chart polyline.best")
+    assert [line.get_attribute("data-trial") for line in marked] == [best]
+    legend = browser.find_element(By.CSS_SELECTOR, "#trial-legend li.best")
+    assert legend.get_attribute("data-trial") == best and "best" in legend.text
+
+    # The table: each trial's parameters, final losses and a link to its job page.
+    table_rows = browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr[data-trial]")
+    assert len(table_rows) == len(trials)
+    for table_row in table_rows:
+        trial = trials[table_row.get_attribute("data-trial")]
+        params = {
+            cell.get_attribute("data-param"): cell.text
+            for cell in table_row.find_elements(By.CSS_SELECTOR, "td[data-param]")
+        }
+        assert params == {
+            "training.learning_rate": str(trial["params"]["training.learning_rate"]),
+            "training.seed": str(trial["params"]["training.seed"]),
+        }
+        final = float(table_row.find_element(By.CSS_SELECTOR, "td.final-val").text)
+        assert final == pytest.approx(trial["val_loss"], rel=1e-3)
+        assert table_row.find_element(By.CSS_SELECTOR, f"a[href='#/jobs/{trial['id']}']")
+        assert ("best" in (table_row.get_attribute("class") or "")) == (trial["id"] == best)
+    assert not browser.find_element(By.ID, "cancel-sweep").is_displayed()
+    screenshot(browser, artifacts, "sweep-page.png")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

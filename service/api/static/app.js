@@ -1,10 +1,12 @@
 // The dashboard's entry: the API-key dialog, the banner for errors, and a hash router
-// (#/, #/new, #/jobs/{id}) that mounts one view at a time and stops the last one's polling.
+// (#/, #/new, #/jobs/{id}, #/sweeps/{id}) that mounts one view at a time and stops the last
+// one's polling.
 
 import { forgetKey, onKeyNeeded, storedKey } from "./api.js";
 import { jobView } from "./job.js";
 import { listView } from "./list.js";
 import { submitView } from "./submit.js";
+import { sweepView } from "./sweep.js";
 
 const view = document.getElementById("view");
 const banner = document.getElementById("banner");
@@ -54,10 +56,12 @@ function route() {
   showError(null);
   const hash = location.hash || "#/";
   const job = hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
+  const sweep = hash.match(/^#\/sweeps\/([A-Za-z0-9_-]+)$/);
   for (const link of document.querySelectorAll("[data-nav]")) {
-    link.classList.toggle("active", (link.dataset.nav === "new") === (hash === "#/new") && !job);
+    link.classList.toggle("active", (link.dataset.nav === "new") === (hash === "#/new") && !job && !sweep);
   }
   if (job) stopView = jobView(view, job[1], showError);
+  else if (sweep) stopView = sweepView(view, sweep[1], showError);
   else if (hash === "#/new") stopView = submitView(view, showError);
   else stopView = listView(view, showError);
 }

@@ -74,10 +74,13 @@ function thinned(xs, ys) {
 }
 
 /**
- * A chart of one or more series ({label, className, xs, ys, dots}) on shared axes; `logY`
- * puts the y axis on a log scale (non-positive values are left out there).
+ * A chart of one or more series ({label, className, xs, ys, dots, attributes}) on shared axes;
+ * `logY` puts the y axis on a log scale (non-positive values are left out there). Series are
+ * drawn in order, so the last lies on top; `attributes` go on the series' element (a page
+ * finds its lines by them). `legend: false` leaves the legend to the page: a sweep's dozens of
+ * trials would not fit in the corner of the plot.
  */
-export function lineChart({ series, logY = false, xLabel = "", yLabel = "", xRange = null }) {
+export function lineChart({ series, logY = false, xLabel = "", yLabel = "", xRange = null, legend: withLegend = true }) {
   const root = svg("svg", {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
     class: "chart",
@@ -129,7 +132,7 @@ export function lineChart({ series, logY = false, xLabel = "", yLabel = "", xRan
       if (usable(ys[i])) points.push([px(xs[i]), py(ys[i])]);
     }
     if (s.dots) {
-      const group = svg("g", { class: `dots ${s.className}`, "data-count": points.length });
+      const group = svg("g", { class: `dots ${s.className}`, "data-count": points.length, ...s.attributes });
       for (const [x, y] of points) group.append(svg("circle", { cx: x, cy: y, r: 2.5 }));
       root.append(group);
     } else {
@@ -138,14 +141,16 @@ export function lineChart({ series, logY = false, xLabel = "", yLabel = "", xRan
           class: `line ${s.className}`,
           points: points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "),
           "data-count": s.xs.length,
+          ...s.attributes,
         }),
       );
     }
+    if (!withLegend) return;
     const ly = MARGIN.top + 14 + index * 16;
     const lx = WIDTH - MARGIN.right - 110;
     legend.append(svg("line", { x1: lx, x2: lx + 18, y1: ly - 4, y2: ly - 4, class: `line ${s.className}` }));
     legend.append(svg("text", { x: lx + 24, y: ly, class: "legend-label" }, s.label));
   });
-  root.append(legend);
+  if (withLegend) root.append(legend);
   return root;
 }

@@ -1,8 +1,9 @@
-// The front page: every job, live, and the trained models.
+// The front page: every job, live, the sweeps with their best trials, and the trained models.
 
 import { get } from "./api.js";
 import { h, loss, number, progress, runtime, seconds, shortId, statusBadge, when } from "./format.js";
 import { readEvents } from "./events.js";
+import { countsText, describeParams, searchKeys } from "./sweep.js";
 
 const POLL_MS = 1000;
 const IDLE_POLL_MS = 15000;
@@ -46,6 +47,22 @@ function modelRow(model) {
   );
 }
 
+function sweepRow(sweep) {
+  const best = sweep.best;
+  // A summary carries no other trials: the search says which parameters vary.
+  const keys = best ? searchKeys(sweep.search).filter((k) => k in best.params) : [];
+  return h(
+    "tr",
+    { "data-sweep": sweep.id, "data-status": sweep.status },
+    h("td", {}, h("a", { href: `#/sweeps/${sweep.id}` }, sweep.name || shortId(sweep.id)), h("div", { class: "muted mono" }, shortId(sweep.id))),
+    h("td", {}, statusBadge(sweep.status)),
+    h("td", {}, `${sweep.n_trials}: ${countsText(sweep.counts)}`),
+    h("td", { class: "best-params" }, best ? describeParams(best.params, keys.length ? keys : undefined) : "–"),
+    h("td", { class: "num" }, best ? `${loss(best[sweep.best_by])} ${sweep.best_by === "val_loss" ? "val" : "train"}` : "–"),
+    h("td", { class: "muted" }, when(sweep.created_at)),
+  );
+}
+
 function table(headings, rows, empty) {
   if (rows.length === 0) return h("p", { class: "empty" }, empty);
   return h("table", {}, h("thead", {}, h("tr", {}, headings.map((t) => h("th", {}, t)))), h("tbody", {}, rows));
@@ -53,14 +70,20 @@ function table(headings, rows, empty) {
 
 export function listView(root, showError) {
   const jobsBox = h("div", { id: "jobs", "data-live": "polling" });
+  const sweepsBox = h("div", { id: "sweeps" });
   const modelsBox = h("div", { id: "models" });
   const jobCount = h("span", { class: "muted" });
+  const sweepCount = h("span", { class: "muted" });
+  // Above the jobs, whose list a sweep's trials fill; shown once there is a sweep.
+  const sweepsCard = h("section", { class: "card", id: "sweeps-card", hidden: true }, h("h2", {}, "Sweeps ", sweepCount), sweepsBox);
   root.replaceChildren(
+    sweepsCard,
     h("section", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Jobs ", jobCount), h("a", { class: "button", href: "#/new" }, "New job")), jobsBox),
     h("section", { class: "card" }, h("h2", {}, "Models"), modelsBox),
   );
 
   let finished = null;
+  let trialStates = null;
   let active = true;
   const refresh = async () => {
     const page = await get("/jobs?limit=100");
@@ -77,6 +100,16 @@ export function listView(root, showError) {
         table(["model", "task", "layers", "final loss", "quality", "training", "created"], models.models.map(modelRow), "No trained models yet."),
       );
       finished = ended;
+    }
+    // A sweep's counts and best trial change only when one of its trials changes status: the
+    // jobs' statuses (trials are jobs) say when to ask again.
+    const states = `${page.total}:${page.jobs.map((j) => `${j.id}=${j.status}`).join()}`;
+    if (states !== trialStates) {
+      const sweeps = await get("/sweeps?limit=50");
+      sweepCount.textContent = `(${sweeps.total})`;
+      sweepsCard.hidden = sweeps.total === 0;
+      sweepsBox.replaceChildren(table(["sweep", "status", "trials", "best trial", "best loss", "submitted"], sweeps.sweeps.map(sweepRow), "No sweeps on this page."));
+      trialStates = states;
     }
   };
 
