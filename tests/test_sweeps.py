@@ -212,3 +212,25 @@ def test_cancelling_and_deleting_a_sweep(
     assert client.get("/jobs").json()["total"] == 1  # the other sweep's trial
     assert client.post("/sweeps/nope/cancel").status_code == 404
     assert client.delete("/sweeps/nope").status_code == 404
+
+
+def test_a_replayed_sweep_with_its_idempotency_key_queues_nothing_new(
+    client: TestClient, settings: Settings, db: Database
+) -> None:
+    body = {"base": BASE, "grid": {"training.seed": [0, 1]}}
+    key = {"Idempotency-Key": "sweep-1"}
+    first = client.post("/sweeps", json=body, headers=key)
+    again = client.post("/sweeps", json=body, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert client.get("/jobs").json()["total"] == 2
+    other = {"base": BASE, "grid": {"training.seed": [5]}}
+    assert "different request body" in client.post("/sweeps", json=other, headers=key).text
+    blank = client.post("/sweeps", json=body, headers={"Idempotency-Key": " "})
+    assert blank.status_code == 422 and "must not be blank" in blank.json()["detail"]
+
+    train_all(settings, db)
+    ended = client.post(f"/sweeps/{first.json()['id']}/cancel")
+    assert ended.status_code == 409 and "already ended" in ended.json()["detail"]
+    assert client.get(f"/sweeps/{first.json()['id']}").json()["status"] == "succeeded"

@@ -28,6 +28,8 @@ def upgrade() -> None:
         "sweeps",
         sa.Column("id", sa.String(length=36), primary_key=True),
         sa.Column("owner", sa.String(length=64), nullable=False, server_default=""),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=True),
+        sa.Column("request_hash", sa.String(length=64), nullable=True),
         sa.Column("name", sa.String(length=200), nullable=True),
         sa.Column("search", sa.JSON(), nullable=False),
         sa.Column("n_trials", sa.Integer(), nullable=False),
@@ -35,6 +37,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_sweeps_owner_created", "sweeps", ["owner", "created_at"])
+    op.create_index(
+        "ux_sweeps_owner_idempotency_key", "sweeps", ["owner", "idempotency_key"], unique=True
+    )
     op.add_column("jobs", sa.Column("sweep_id", sa.String(length=36), nullable=True))
     op.add_column("jobs", sa.Column("trial_params", sa.JSON(), nullable=True))
     op.add_column("jobs", sa.Column("stack_key", sa.String(length=64), nullable=True))
@@ -46,5 +51,6 @@ def downgrade() -> None:
     # SQLite (3.35+) drops an unindexed column in place, so the triggers stay.
     for column in reversed(JOB_COLUMNS):
         op.drop_column("jobs", column)
+    op.drop_index("ux_sweeps_owner_idempotency_key", table_name="sweeps")
     op.drop_index("ix_sweeps_owner_created", table_name="sweeps")
     op.drop_table("sweeps")

@@ -34,6 +34,7 @@ SORTABLE_METRICS = (
     "epochs_trained",
     "training_seconds",
     "n_parameters",
+    "stacked_trials",
     "train_rows",
     "train_rows_evaluated",
     "val_rows",

@@ -196,6 +196,9 @@ class Sweep(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # A replayed POST /sweeps with the same Idempotency-Key returns this sweep, as for jobs.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(200))
     # How the trials were drawn: {"grid": {...}} or {"random": {...}}, as resolved.
     search: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -203,7 +206,10 @@ class Sweep(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_sweeps_owner_created", "owner", "created_at"),)
+    __table_args__ = (
+        Index("ix_sweeps_owner_created", "owner", "created_at"),
+        Index("ux_sweeps_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
 
 class DatasetRecord(Base):

@@ -112,17 +112,38 @@ def enqueue_sweep(
     trials: Sequence[Job],
     limits: quota.Quota | None = None,
     blob_store: BlobStore = IN_DATABASE,
-) -> None:
+) -> tuple[Sweep, bool]:
     """Queue a sweep and every trial's job in one transaction: all of them, or none (a quota
-    counts every trial)."""
-    with db.write() as session:
-        if limits is not None:
-            new_bytes = sum(quota.job_data_bytes(job) for job in trials)
-            quota.check(session, limits, sweep.owner, new_bytes, new_jobs=len(trials))
-        session.add(sweep)
-        for job in trials:
-            enqueue(session, job, blob_store)
-    wakeup.announce(db)
+    counts every trial). As enqueue_once: a sweep whose owner already used its idempotency key
+    returns (that sweep, False) and stores nothing."""
+    for attempt in range(2):
+        try:
+            with db.write() as session:
+                if sweep.idempotency_key is not None:
+                    existing = session.scalar(
+                        select(Sweep).where(
+                            Sweep.owner == sweep.owner,
+                            Sweep.idempotency_key == sweep.idempotency_key,
+                        )
+                    )
+                    if existing is not None:
+                        if attempt:  # a racing twin won: the files we placed are nobody's
+                            for job in trials:
+                                blobs.forget_job_data(blob_store, job)
+                        return existing, False
+                if limits is not None:
+                    new_bytes = sum(quota.job_data_bytes(job) for job in trials)
+                    quota.check(session, limits, sweep.owner, new_bytes, new_jobs=len(trials))
+                session.add(sweep)
+                for job in trials:
+                    enqueue(session, job, blob_store)
+            wakeup.announce(db)
+            return sweep, True
+        except IntegrityError:
+            # Two first submissions raced (possible on PostgreSQL); the loser reads the winner.
+            if attempt or sweep.idempotency_key is None:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _claimable(
@@ -629,8 +650,13 @@ def cancel_sweep(db: Database, sweep_id: str, owner: str | None = None) -> None:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None or (owner is not None and sweep.owner != owner):
             raise NotFound(f"no sweep with id {sweep_id}")
-        sweep.cancel_requested = True
         trials = Job.sweep_id == sweep_id
+        active = session.scalar(
+            select(func.count()).where(trials, Job.status.not_in(TERMINAL_STATUSES))
+        )
+        if not active and not sweep.cancel_requested:
+            raise Conflict(f"every trial of sweep {sweep_id} already ended; nothing to cancel")
+        sweep.cancel_requested = True
         queued = list(
             session.scalars(
                 update(Job)

@@ -68,7 +68,7 @@ def test_a_killed_worker_s_sweep_resumes_every_trial_from_its_checkpoint(
 
     second = start("worker", **CHECKPOINT_FAST)
     deadline = time.monotonic() + 120
-    while (done := api.get(f"/sweeps/{sweep['id']}").json())["status"] == "running":
+    while (done := api.get(f"/sweeps/{sweep['id']}").json())["status"] in ("queued", "running"):
         assert time.monotonic() < deadline, second.log_tail()
         time.sleep(0.1)
     assert done["status"] == "succeeded", second.log_tail()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +17,7 @@ from service.api.auth import Principal
 from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep, require_json
 from service.api.routes.jobs import dataset_of
 from service.config import Settings
-from service.errors import InvalidInput
+from service.errors import InvalidInput, RequestInvalid
 from service.quota import Quota
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate
 from service.storage import queue
@@ -61,12 +63,27 @@ async def submit_sweep(
     blob_store: BlobStoreDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Replaying a request with the same key returns the original sweep "
+            "instead of queuing its trials again. It must not be blank.",
+        ),
+    ] = None,
 ) -> SweepOut:
     """Queue one job per trial; trials that share a shape train together as one stacked model.
     Each trial is an ordinary job: /jobs/{id}, /loss, /predict, /events all take its id."""
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise RequestInvalid(
+            "header parameter idempotency-key: must not be blank; send a unique key, "
+            "or leave the header out"
+        )
     body = await http.body()
     # Validating and encoding N trials' data is CPU work: off the event loop.
-    return await run_in_threadpool(queue_sweep, body, response, db, settings, principal, blob_store)
+    return await run_in_threadpool(
+        queue_sweep, body, response, db, settings, principal, blob_store, idempotency_key
+    )
 
 
 def _parsed(body: bytes) -> tuple[SweepCreate, JobCreate]:
@@ -93,6 +110,7 @@ def queue_sweep(
     settings: Settings,
     principal: Principal,
     blob_store: BlobStore,
+    idempotency_key: str | None = None,
 ) -> SweepOut:
     request, base = _parsed(body)
     n_trials = search.grid_size(request)
@@ -110,6 +128,9 @@ def queue_sweep(
         search=request.model_dump(mode="json", include={"grid", "random"}, exclude_none=True),
         n_trials=len(requests),
         cancel_requested=False,
+        idempotency_key=idempotency_key,
+        # The body as sent, whatever its key order or number formatting.
+        request_hash=_digest(request) if idempotency_key is not None else None,
     )
     jobs = build_trials(requests, settings, dataset)
     queued_at = utcnow()
@@ -122,10 +143,23 @@ def queue_sweep(
         job.stack_key = search.stack_key(job.spec)
         if job.name is None:
             job.name = f"{request.name or 'sweep'} {search.describe(trial)}"[:200]
-    queue.enqueue_sweep(db, sweep, jobs, Quota.from_settings(settings), blob_store)
-    response.headers["Location"] = f"/sweeps/{sweep.id}"
+    stored, created = queue.enqueue_sweep(
+        db, sweep, jobs, Quota.from_settings(settings), blob_store
+    )
+    if not created:
+        if stored.request_hash != sweep.request_hash:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/sweeps/{stored.id}"
     with db.read() as session:
-        return records.sweep_out(session, records.sweep_or_404(session, sweep.id, None))
+        return records.sweep_out(session, records.sweep_or_404(session, stored.id, None))
+
+
+def _digest(request: SweepCreate) -> str:
+    sent = request.model_dump(mode="json", exclude_unset=True)
+    return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @router.get("")
@@ -150,7 +184,13 @@ def get_sweep(sweep_id: str, db: DatabaseDep, principal: PrincipalDep) -> SweepO
         )
 
 
-@router.post("/{sweep_id}/cancel", responses=NOT_FOUND)
+@router.post(
+    "/{sweep_id}/cancel",
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "Every trial already ended"},
+    },
+)
 def cancel_sweep(sweep_id: str, db: DatabaseDep, principal: PrincipalDep) -> SweepOut:
     """Queued trials are cancelled at once, running ones at their next batch; trials that
     already ended keep their models."""
