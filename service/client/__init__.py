@@ -5,6 +5,8 @@
     with Client("http://127.0.0.1:8000") as client:
         job = client.wait(client.submit(x, y, epochs=200)).raise_for_status()
         y_hat = client.predict(job, x_new).predictions
+        sweep = client.wait_sweep(client.submit_sweep(x, y, grid={"training.seed": [0, 1]}))
+        y_best = client.predict(sweep.best, x_new).predictions
 
 It needs httpx and numpy only and imports nothing of the server. The scikit-learn estimators
 (RemoteMLPRegressor, RemoteMLPClassifier) load scikit-learn on first use, from
@@ -51,6 +53,8 @@ from service.client._results import (
     Model,
     Page,
     Prediction,
+    Sweep,
+    Trial,
 )
 from service.client._sync import Client
 
@@ -88,7 +92,9 @@ __all__ = [
     "RequestTimeout",
     "ServerError",
     "ServiceClientError",
+    "Sweep",
     "TransportError",
+    "Trial",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",

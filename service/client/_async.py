@@ -12,8 +12,24 @@ import httpx
 from numpy.typing import ArrayLike
 
 from service.client import _operations as ops
-from service.client._operations import Call, Operation, Pause, ProgressCallback
-from service.client._results import Dataset, Job, LossHistory, Model, Page, Prediction
+from service.client._operations import (
+    Call,
+    GridValues,
+    Operation,
+    Pause,
+    ProgressCallback,
+    SweepProgressCallback,
+)
+from service.client._results import (
+    Dataset,
+    Job,
+    LossHistory,
+    Model,
+    Page,
+    Prediction,
+    Sweep,
+    Trial,
+)
 from service.client._transport import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -142,7 +158,7 @@ class AsyncClient:
         """Queue a job from a POST /jobs body as the API documents it (a dict)."""
         return await self._run(ops.submit(body, idempotency_key))
 
-    async def get_job(self, job: str | Job) -> Job:
+    async def get_job(self, job: str | Job | Trial) -> Job:
         """The job's current state: status, epoch of epochs, latest losses."""
         return await self._run(ops.get_job(job))
 
@@ -154,7 +170,7 @@ class AsyncClient:
 
     async def wait(
         self,
-        job: str | Job,
+        job: str | Job | Trial,
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
         *,
@@ -169,14 +185,14 @@ class AsyncClient:
         WaitTimeout is raised; the job goes on training."""
         return await self._run(ops.wait(job, timeout, progress, poll_interval))
 
-    async def cancel(self, job: str | Job) -> Job:
+    async def cancel(self, job: str | Job | Trial) -> Job:
         """Cancel a job: a queued one at once, a running one at its next batch. Cancelling
         a job that already succeeded or failed raises Conflict."""
         return await self._run(ops.cancel(job))
 
     # Models
 
-    async def get_model(self, model: str | Job | Model) -> Model:
+    async def get_model(self, model: str | Job | Trial | Model) -> Model:
         """The trained model: architecture, scalers, feature count, classes, metrics."""
         return await self._run(ops.get_model(model))
 
@@ -184,16 +200,16 @@ class AsyncClient:
         """Trained models, newest first."""
         return await self._run(ops.list_models(limit, offset))
 
-    async def delete(self, model: str | Job | Model) -> None:
+    async def delete(self, model: str | Job | Trial | Model) -> None:
         """Delete a model with its job and loss history (an active job: cancel it first)."""
         await self._run(ops.delete(model))
 
-    async def predict(self, model: str | Job | Model, x: ArrayLike) -> Prediction:
+    async def predict(self, model: str | Job | Trial | Model, x: ArrayLike) -> Prediction:
         """The model's predictions for x (rows of raw, unscaled features); many rows are
         sent in several requests. Raises ModelNotReady until the job has succeeded."""
         return await self._run(ops.predict(model, x))
 
-    async def loss(self, model: str | Job | Model) -> LossHistory:
+    async def loss(self, model: str | Job | Trial | Model) -> LossHistory:
         """The loss history so far (every epoch, all pages); it grows while the job runs."""
         return await self._run(ops.loss(model))
 
@@ -229,6 +245,120 @@ class AsyncClient:
     async def delete_dataset(self, dataset: str | Dataset) -> None:
         """Delete a dataset (models trained on it stay)."""
         await self._run(ops.delete_dataset(dataset))
+
+    # Sweeps
+
+    async def submit_sweep(
+        self,
+        x: ArrayLike | None = None,
+        y: ArrayLike | None = None,
+        *,
+        grid: Mapping[str, GridValues] | None = None,
+        random: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        dataset_id: str | Dataset | None = None,
+        task: str = "regression",
+        feature_names: Sequence[str] | None = None,
+        hidden_layers: Sequence[int] | None = None,
+        activation: str | None = None,
+        output_activation: str | None = None,
+        optimizer: str | None = None,
+        learning_rate: float | None = None,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        epochs: int | None = None,
+        loss: str | None = None,
+        validation_fraction: float | None = None,
+        early_stopping_patience: int | None = None,
+        seed: int | None = None,
+        max_runtime_seconds: float | None = None,
+        input_scaling: str | None = None,
+        target_scaling: str | None = None,
+        device: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Sweep:
+        """Queue a sweep: one job per trial, each the base job (x, y or dataset_id and the
+        settings, as submit() takes them) with the values the search gives it.
+
+        `grid` maps a setting's path in the job body to its values, e.g.
+        {"training.learning_rate": [0.003, 0.01, 0.03], "model.hidden_layers": [[8], [32]]}:
+        every combination is one trial, the first path varying slowest. `random` is
+        {"n": 16, "seed": 0, "space": {path: [choices...] or {"low": ..., "high": ...}}}:
+        n trials drawn at random. Pass exactly one. `name` names the sweep (its trials are
+        named after it and their values). A resent submit (a lost answer) returns the same sweep:
+        it carries `idempotency_key`, or one of the client's own. Returns at once; wait_sweep()
+        follows it to the end."""
+        base = ops.job_body(
+            x,
+            y,
+            dataset_id=dataset_id.id if isinstance(dataset_id, Dataset) else dataset_id,
+            task=task,
+            feature_names=feature_names,
+            hidden_layers=hidden_layers,
+            activation=activation,
+            output_activation=output_activation,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            loss=loss,
+            validation_fraction=validation_fraction,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+            max_runtime_seconds=max_runtime_seconds,
+            input_scaling=input_scaling,
+            target_scaling=target_scaling,
+            device=device,
+        )
+        body = ops.sweep_body(base, grid=grid, random=random, name=name)
+        return await self._run(ops.submit_sweep(body, idempotency_key))
+
+    async def submit_sweep_body(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Sweep:
+        """Queue a sweep from a POST /sweeps body as the API documents it (a dict: "base",
+        and "grid" or "random")."""
+        return await self._run(ops.submit_sweep(body, idempotency_key))
+
+    async def get_sweep(self, sweep: str | Sweep) -> Sweep:
+        """The sweep's status, counts per status, every trial (params, status, final losses)
+        and the best trial so far."""
+        return await self._run(ops.get_sweep(sweep))
+
+    async def list_sweeps(self, *, limit: int = 50, offset: int = 0) -> Page[Sweep]:
+        """Sweeps, newest first, each with its status, counts and best trial (not its
+        trials: get_sweep has them)."""
+        return await self._run(ops.list_sweeps(limit, offset))
+
+    async def wait_sweep(
+        self,
+        sweep: str | Sweep,
+        timeout: float | None = None,
+        progress: SweepProgressCallback | None = None,
+        *,
+        poll_interval: float = 1.0,
+    ) -> Sweep:
+        """Poll the sweep until every trial has ended, and return it (succeeded if some
+        trial did, failed if none did, or cancelled); `.best` is the best trial.
+
+        `progress(sweep)` is called after every poll (sweep.counts, sweep.best); it is a plain
+        function, run in the event loop, so it must not block. Polls start 50 ms apart and
+        slow down to `poll_interval` seconds. After `timeout` seconds WaitTimeout is raised
+        (its `sweep` is the last state); the trials go on training."""
+        return await self._run(ops.wait_sweep(sweep, timeout, progress, poll_interval))
+
+    async def cancel_sweep(self, sweep: str | Sweep) -> Sweep:
+        """Cancel every trial still queued or running (queued ones at once, running ones at
+        their next batch); trials that already ended keep their models."""
+        return await self._run(ops.cancel_sweep(sweep))
+
+    async def delete_sweep(self, sweep: str | Sweep) -> None:
+        """Delete the sweep with every trial's job, model and loss history. Raises Conflict
+        while a trial is queued or running: cancel_sweep() first."""
+        await self._run(ops.delete_sweep(sweep))
 
     # The one place this client does I/O.
 

@@ -3,7 +3,8 @@
     ServiceClientError            everything this package raises
     ├── TransportError            no answer from the service: it could not be reached, the
     │                             connection broke, or it did not answer within the timeout
-    ├── WaitTimeout               wait() gave up before the job ended (also a TimeoutError)
+    ├── WaitTimeout               wait() or wait_sweep() gave up before the job or sweep
+    │                             ended (also a TimeoutError)
     ├── JobFailed                 Job.raise_for_status(): the job ended failed or cancelled
     └── APIError                  the service answered with an error: status_code, kind, detail
         ├── BadRequest            400 bad_request
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
-    from service.client._results import Job
+    from service.client._results import Job, Sweep
 
 
 class ServiceClientError(Exception):
@@ -50,14 +51,29 @@ class TransportError(ServiceClientError):
 
 
 class WaitTimeout(ServiceClientError, TimeoutError):
-    """wait() stopped waiting; the job goes on. `job` is its state at the last poll."""
+    """wait() or wait_sweep() stopped waiting; the job or sweep goes on. After wait(), `job`
+    is the job's state at the last poll (and `sweep` None); after wait_sweep(), `sweep` is the
+    sweep's (and `job` None)."""
 
-    def __init__(self, job: Job, timeout: float) -> None:
+    def __init__(self, waited_on: Job | Sweep, timeout: float) -> None:
+        from service.client._results import Job
+
+        self.job: Job | None = None
+        self.sweep: Sweep | None = None
+        if isinstance(waited_on, Job):
+            self.job = waited_on
+            progress = f"epoch {waited_on.epoch}/{waited_on.epochs}"
+            what = "job"
+        else:
+            self.sweep = waited_on
+            ended = waited_on.n_trials - sum(
+                waited_on.counts.get(status, 0) for status in ("queued", "running")
+            )
+            progress = f"{ended}/{waited_on.n_trials} trials ended"
+            what = "sweep"
         super().__init__(
-            f"job {job.id} is still {job.status} after {timeout:g}s "
-            f"(epoch {job.epoch}/{job.epochs})"
+            f"{what} {waited_on.id} is still {waited_on.status} after {timeout:g}s ({progress})"
         )
-        self.job = job
         self.timeout = timeout
 
 
@@ -115,7 +131,7 @@ class Forbidden(APIError):
 
 
 class NotFound(APIError, LookupError):
-    """No job, model or dataset with this id (or one another API key owns)."""
+    """No job, model, dataset or sweep with this id (or one another API key owns)."""
 
     status_code = 404
     kind = "not_found"

@@ -22,9 +22,19 @@ from numpy.typing import ArrayLike
 
 from service.client import _arrays
 from service.client._exceptions import WaitTimeout
-from service.client._results import Dataset, Job, LossHistory, Model, Page, Prediction
+from service.client._results import (
+    Dataset,
+    Job,
+    LossHistory,
+    Model,
+    Page,
+    Prediction,
+    Sweep,
+    Trial,
+)
 
 T = TypeVar("T")
+R = TypeVar("R", Job, Sweep)
 
 
 @dataclass(frozen=True)
@@ -53,13 +63,17 @@ Step = Call | Pause
 Operation = Generator[Step, Any, T]
 
 ProgressCallback = Callable[[Job], object]
+SweepProgressCallback = Callable[[Sweep], object]
+# A grid's values for one setting: a list, a tuple or a 1-D array (np.logspace(-3, -1, 3)).
+GridValues = Sequence[Any] | np.ndarray
 # Polling starts fast (a small job ends within a second) and slows down to `poll_interval`.
 FIRST_POLL_SECONDS = 0.05
 POLL_GROWTH = 1.5
 
 
-def _id(value: str | Job | Model | Dataset) -> str:
-    """An id from an id or from the object that has it (a Job's id is its model's id)."""
+def _id(value: str | Job | Trial | Model | Dataset | Sweep) -> str:
+    """An id from an id or from the object that has it (a Job's id is its model's id, and a
+    Trial's is its job's)."""
     return quote(value if isinstance(value, str) else value.id, safe="")
 
 
@@ -154,7 +168,7 @@ def submit(body: Mapping[str, Any], idempotency_key: str | None) -> Operation[Jo
     return Job.from_json(answer)
 
 
-def get_job(job: str | Job) -> Operation[Job]:
+def get_job(job: str | Job | Trial) -> Operation[Job]:
     answer = yield from fetch(Call("GET", f"/jobs/{_id(job)}", retry=True))
     return Job.from_json(answer)
 
@@ -172,21 +186,31 @@ def list_jobs(status: str | None, limit: int, offset: int) -> Operation[Page[Job
     )
 
 
-def cancel(job: str | Job) -> Operation[Job]:
+def cancel(job: str | Job | Trial) -> Operation[Job]:
     answer = yield from fetch(Call("POST", f"/jobs/{_id(job)}/cancel"))
     return Job.from_json(answer)
 
 
 def wait(
-    job: str | Job,
+    job: str | Job | Trial,
     timeout: float | None,
     progress: ProgressCallback | None,
     poll_interval: float,
 ) -> Operation[Job]:
+    return (yield from _poll(lambda: get_job(job), timeout, progress, poll_interval))
+
+
+def _poll(
+    read: Callable[[], Operation[R]],
+    timeout: float | None,
+    progress: Callable[[R], object] | None,
+    poll_interval: float,
+) -> Operation[R]:
+    """Read until what is read has finished; WaitTimeout with the last state after `timeout`."""
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = min(FIRST_POLL_SECONDS, poll_interval)
     while True:
-        current = yield from get_job(job)
+        current = yield from read()
         if progress is not None:
             progress(current)
         if current.finished:
@@ -200,7 +224,7 @@ def wait(
         pause = min(pause * POLL_GROWTH, poll_interval)
 
 
-def get_model(model: str | Job | Model) -> Operation[Model]:
+def get_model(model: str | Job | Trial | Model) -> Operation[Model]:
     answer = yield from fetch(Call("GET", f"/models/{_id(model)}", retry=True))
     return Model.from_json(answer)
 
@@ -216,11 +240,11 @@ def list_models(limit: int, offset: int) -> Operation[Page[Model]]:
     )
 
 
-def delete(model: str | Job | Model) -> Operation[None]:
+def delete(model: str | Job | Trial | Model) -> Operation[None]:
     yield from fetch(Call("DELETE", f"/models/{_id(model)}"))
 
 
-def predict(model: str | Job | Model, x: ArrayLike) -> Operation[Prediction]:
+def predict(model: str | Job | Trial | Model, x: ArrayLike) -> Operation[Prediction]:
     rows = _arrays.feature_rows(x)
     path = f"/models/{_id(model)}/predict"
     predictions: list[np.ndarray] = []
@@ -236,7 +260,7 @@ def predict(model: str | Job | Model, x: ArrayLike) -> Operation[Prediction]:
     )
 
 
-def loss(model: str | Job | Model) -> Operation[LossHistory]:
+def loss(model: str | Job | Trial | Model) -> Operation[LossHistory]:
     path = f"/models/{_id(model)}/loss"
     pages: list[Any] = []
     from_epoch: int | None = 1
@@ -298,3 +322,77 @@ def list_datasets(limit: int, offset: int) -> Operation[Page[Dataset]]:
 
 def delete_dataset(dataset: str | Dataset) -> Operation[None]:
     yield from fetch(Call("DELETE", f"/datasets/{_id(dataset)}"))
+
+
+def sweep_body(
+    base: Mapping[str, Any],
+    *,
+    grid: Mapping[str, GridValues] | None,
+    random: Mapping[str, Any] | None,
+    name: str | None,
+) -> dict[str, Any]:
+    """The POST /sweeps body: the base job (a POST /jobs body) and exactly one search."""
+    if (grid is None) == (random is None):
+        raise ValueError("a sweep needs a grid= or a random= search, exactly one of the two")
+    body: dict[str, Any] = {"base": dict(base)}
+    if name is not None:
+        body["name"] = name
+    if grid is not None:
+        body["grid"] = _plain(grid)
+    else:
+        body["random"] = _plain(random)
+    return body
+
+
+def _plain(value: Any) -> Any:
+    """JSON's types from numpy's and tuples (np.logspace(-3, -1, 3) as a grid's values)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def submit_sweep(body: Mapping[str, Any], idempotency_key: str | None) -> Operation[Sweep]:
+    # A key of our own makes the submit safe to resend when its answer is lost.
+    key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
+    answer = yield from fetch(
+        Call("POST", "/sweeps", json=body, headers={"Idempotency-Key": key}, retry=True)
+    )
+    return Sweep.from_json(answer)
+
+
+def get_sweep(sweep: str | Sweep) -> Operation[Sweep]:
+    answer = yield from fetch(Call("GET", f"/sweeps/{_id(sweep)}", retry=True))
+    return Sweep.from_json(answer)
+
+
+def list_sweeps(limit: int, offset: int) -> Operation[Page[Sweep]]:
+    params: dict[str, str | int] = {"limit": limit, "offset": offset}
+    answer = yield from fetch(Call("GET", "/sweeps", params=params, retry=True))
+    return Page(
+        items=tuple(Sweep.from_json(s) for s in answer["sweeps"]),
+        total=int(answer["total"]),
+        limit=int(answer["limit"]),
+        offset=int(answer["offset"]),
+    )
+
+
+def wait_sweep(
+    sweep: str | Sweep,
+    timeout: float | None,
+    progress: SweepProgressCallback | None,
+    poll_interval: float,
+) -> Operation[Sweep]:
+    return (yield from _poll(lambda: get_sweep(sweep), timeout, progress, poll_interval))
+
+
+def cancel_sweep(sweep: str | Sweep) -> Operation[Sweep]:
+    answer = yield from fetch(Call("POST", f"/sweeps/{_id(sweep)}/cancel"))
+    return Sweep.from_json(answer)
+
+
+def delete_sweep(sweep: str | Sweep) -> Operation[None]:
+    yield from fetch(Call("DELETE", f"/sweeps/{_id(sweep)}"))

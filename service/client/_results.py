@@ -99,6 +99,94 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Trial:
+    """One trial of a sweep: an ordinary job (its id is the job's and its model's id) with the
+    parameter values the sweep gave it, e.g. {"training.learning_rate": 0.01}."""
+
+    id: str
+    status: str  # queued, running, succeeded, failed or cancelled
+    params: Json = field(default_factory=dict, hash=False)
+    epoch: int = 0
+    epochs: int = 0
+    train_loss: float | None = None  # the last epoch's (final once the trial ended)
+    val_loss: float | None = None
+    error: str | None = None
+    raw: Json = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Json) -> Trial:
+        return cls(
+            id=str(body["id"]),
+            status=str(body["status"]),
+            params=dict(body.get("params") or {}),
+            epoch=int(body.get("epoch") or 0),
+            epochs=int(body.get("epochs") or 0),
+            train_loss=_float(body.get("train_loss")),
+            val_loss=_float(body.get("val_loss")),
+            error=body.get("error"),
+            raw=body,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Whether the trial has ended (succeeded, failed or cancelled)."""
+        return self.status in FINISHED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A search over hyperparameters: one trial (one job) per combination or draw.
+
+    `status` is queued, running, then once every trial ended: succeeded (some trial did),
+    failed (none did) or cancelled (the sweep was). `best` is the succeeded trial with the
+    lowest final validation loss (training loss without a validation split: `best_by` says
+    which); None until one succeeded. `trials` is empty in a listing: get_sweep has them."""
+
+    id: str
+    status: str
+    name: str | None = None
+    n_trials: int = 0
+    counts: Mapping[str, int] = field(default_factory=dict, hash=False)
+    best: Trial | None = None
+    best_by: str | None = None  # "val_loss" or "train_loss"
+    trials: tuple[Trial, ...] = ()
+    created_at: datetime | None = None
+    search: Json = field(default_factory=dict, repr=False, compare=False)
+    raw: Json = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Json) -> Sweep:
+        best = body.get("best")
+        return cls(
+            id=str(body["id"]),
+            status=str(body["status"]),
+            name=body.get("name"),
+            n_trials=int(body.get("n_trials") or 0),
+            counts={str(k): int(v) for k, v in (body.get("counts") or {}).items()},
+            best=Trial.from_json(best) if best is not None else None,
+            best_by=body.get("best_by"),
+            trials=tuple(Trial.from_json(t) for t in body.get("trials") or ()),
+            created_at=_time(body.get("created_at")),
+            search=body.get("search") or {},
+            raw=body,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Whether every trial has ended (the sweep succeeded, failed or was cancelled)."""
+        return self.status in FINISHED
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the sweep ended with at least one trial succeeded."""
+        return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
 class Model:
     """A trained model: its network, scalers, feature count and, for a classifier, classes."""
 
