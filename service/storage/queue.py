@@ -13,7 +13,7 @@ the job's own change, so the record of who held a job when is exact.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -403,6 +403,23 @@ def record_progress(db: Database, job_id: str, worker_id: str, rows: Sequence[Ep
         return True
     with db.write() as session:
         return _write_progress(session, job_id, worker_id, rows)
+
+
+@retry_transient
+def record_progress_of(
+    db: Database, worker_id: str, rows_by_job: Mapping[str, Sequence[EpochResult]]
+) -> set[str]:
+    """record_progress for several jobs (a stack's trials) in one transaction; the jobs whose
+    lease was lost (their rows are not written)."""
+    rows_by_job = {job_id: rows for job_id, rows in rows_by_job.items() if rows}
+    if not rows_by_job:
+        return set()
+    with db.write() as session:
+        return {
+            job_id
+            for job_id, rows in rows_by_job.items()
+            if not _write_progress(session, job_id, worker_id, rows)
+        }
 
 
 @retry_transient

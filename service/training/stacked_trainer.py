@@ -321,13 +321,26 @@ class _StackLoop:
         return torch.tensor([self.group_of[i] for i in self.active], device=self.device)
 
     def _gathered(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every active trial's rows in its epoch order, stacked: [trials, rows, ...]."""
+        """Every active trial's rows in its epoch order, stacked: [trials, rows, ...]. Each
+        group's rows are gathered once (contiguous takes), then copied out per trial: one
+        fancy index over [trials, rows] cost over ten times as much at 16 trials (measured)."""
         n_rows = self.x_train.shape[1]
-        orders = np.stack([epoch_order(seed, epoch, n_rows) for seed in self.group_seeds])
-        groups = self._active_groups()
-        rows = torch.from_numpy(orders).to(self.device)[groups]
-        picked = groups[:, None]
-        return self.x_train[picked, rows], self.y_train[picked, rows]
+        orders = [epoch_order(seed, epoch, n_rows) for seed in self.group_seeds]
+        groups = [self.group_of[i] for i in self.active]
+        if self.device.type == "cpu":
+            x, y = self.x_train.numpy(), self.y_train.numpy()
+            x_groups = np.stack([x[g].take(order, axis=0) for g, order in enumerate(orders)])
+            y_groups = np.stack([y[g].take(order, axis=0) for g, order in enumerate(orders)])
+            picked = np.asarray(groups)
+            return (
+                torch.from_numpy(x_groups.take(picked, axis=0)),
+                torch.from_numpy(y_groups.take(picked, axis=0)),
+            )
+        rows = [torch.from_numpy(order).to(self.device) for order in orders]
+        x_on = torch.stack([self.x_train[g].index_select(0, r) for g, r in enumerate(rows)])
+        y_on = torch.stack([self.y_train[g].index_select(0, r) for g, r in enumerate(rows)])
+        chosen = torch.tensor(groups, device=self.device)
+        return x_on.index_select(0, chosen), y_on.index_select(0, chosen)
 
     def _validation_losses(self) -> list[float] | None:
         if self.x_val is None or self.y_val is None:

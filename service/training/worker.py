@@ -51,7 +51,7 @@ from service.training.lease import Interrupt, LeaseKeeper
 from service.training.memory import grew, release_memory, resident_bytes
 from service.training.network import NetworkConfig, build_network
 from service.training.profile import WorkerProfile, profile_worker
-from service.training.progress import ProgressWriter
+from service.training.progress import FlushClock, ProgressWriter
 from service.training.stacked_trainer import Outcome, Trial, train_stack
 from service.training.trainer import (
     TrainingConfig,
@@ -226,8 +226,9 @@ class Worker:
                 interrupt.set("shutdown")
         keeper = LeaseKeeper(self.db, self.settings, interrupts, self.worker_id)
         keeper.start()
+        clock = FlushClock()  # a stack's loss rows are written together
         progress = {
-            job_id: ProgressWriter(self.db, self.settings, job_id, self.worker_id, interrupt)
+            job_id: ProgressWriter(self.db, self.settings, job_id, self.worker_id, interrupt, clock)
             for job_id, interrupt in interrupts.items()
         }
         try:
