@@ -14,7 +14,7 @@ from types import FrameType
 
 from bench import hey, machine
 from bench.report import Row, markdown, text_table
-from bench.rows import datasets, fleet, many_models, pickup, scaling, serving, training
+from bench.rows import datasets, fleet, many_models, pickup, scaling, serving, sweeps, training
 from bench.settings import FULL, OUT_DIR, QUICK, ROW_ALIASES, Options
 
 # Row groups in run order; rows 3 and 4 share their servers.
@@ -26,6 +26,7 @@ GROUPS: list[tuple[frozenset[str], str, Callable[[Options, Callable[[str], None]
     (frozenset("6"), "scaling", scaling.run),
     (frozenset("7"), "fleet: workers, claims, idle CPU", fleet.run),
     (frozenset("8"), "datasets: a 1M-row CSV upload", datasets.run),
+    (frozenset("9"), "sweeps: 16 stacked trials", sweeps.run),
 ]
 
 
@@ -35,8 +36,8 @@ def parse_args(argv: list[str] | None) -> Options:
         "--quick", action="store_true", help="fewer reps, 3 s load runs, smaller sizes"
     )
     parser.add_argument("--only", action="append", metavar="ROW",
-                        help="row 1-8 or name (training, pickup, predict1, predict1000, models, "
-                             "scaling, fleet, datasets); repeatable")  # fmt: skip
+                        help="row 1-9 or name (training, pickup, predict1, predict1000, models, "
+                             "scaling, fleet, datasets, sweeps); repeatable")  # fmt: skip
     parser.add_argument("--duration", type=float, help="seconds per hey run (rows 3-4)")
     parser.add_argument("--reps", type=int, help="row 1 repetitions")
     parser.add_argument("--load-reps", type=int, help="hey runs per server (rows 3-4)")

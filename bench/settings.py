@@ -29,6 +29,7 @@ ROW_ALIASES: dict[str, str] = {
     "6": "6", "scaling": "6",
     "7": "7", "fleet": "7",
     "8": "8", "datasets": "8",
+    "9": "9", "sweeps": "9",
 }  # fmt: skip
 
 
@@ -65,7 +66,7 @@ FULL = Options(
     fleet_idle_seconds=10.0,
     dataset_rows=1_000_000,
     dataset_reps=3,
-    rows=frozenset("12345678"),
+    rows=frozenset("123456789"),
 )
 
 QUICK = Options(
@@ -82,5 +83,5 @@ QUICK = Options(
     fleet_idle_seconds=4.0,
     dataset_rows=1_000_000,
     dataset_reps=1,
-    rows=frozenset("12345678"),
+    rows=frozenset("123456789"),
 )

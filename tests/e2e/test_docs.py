@@ -154,3 +154,21 @@ def test_the_dataset_and_client_examples_run_as_written(
             command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
         )
         assert result.returncode == 0, (block, result.stdout, result.stderr, service.log_tail())
+
+
+def test_the_sweep_example_runs_as_written(service: ServiceProcess, tmp_path: Path) -> None:
+    """The README's sweep: 16 trials of the notebook's job, one stack, the best one named."""
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    (script,) = section_scripts("Sweeps")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("http://127.0.0.1:8000", service.url)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr + service.log_tail()
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 17 and all("succeeded" in line for line in lines[:16]), result.stdout
+    assert lines[16].startswith("best: {'training.learning_rate'") and "by train_loss" in lines[16]
