@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -24,10 +22,11 @@ from service.api.deps import (
     job_or_404,
     require_json,
 )
+from service.api.idempotency import IdempotencyKey, check_key, request_digest
 from service.config import Settings
 from service.datasets import records as datasets
 from service.datasets.training_data import load_job_dataset, sample_rows
-from service.errors import Conflict, InvalidInput, NotFound, RequestInvalid
+from service.errors import Conflict, InvalidInput, NotFound
 from service.quota import Quota
 from service.schemas import (
     MAX_OFFSET,
@@ -116,22 +115,10 @@ async def submit_job(
     blob_store: BlobStoreDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            max_length=200,
-            description="Replaying a request with the same key returns the original job "
-            "instead of queuing another one. It must not be blank.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a training job. It is answered at once; poll `Location` for progress."""
-    if idempotency_key is not None and not idempotency_key.strip():
-        # A blank key would make every blank-keyed submit a replay of the first one.
-        raise RequestInvalid(
-            "header parameter idempotency-key: must not be blank; send a unique key, "
-            "or leave the header out"
-        )
+    check_key(idempotency_key)
     body = await http.body()
     # Parsing, validation, encoding the data and the insert take seconds of CPU for a job of
     # several megabytes: in a worker thread, so they never stall the other requests.
@@ -161,8 +148,7 @@ def queue_job(
     blob_store: BlobStore,
 ) -> JobOut:
     request = parse_job(body)
-    # Digested before build_job fills in server settings (runtime ceiling, clipped batch), so a
-    # replay still matches after an operator changes them.
+    # Digested before build_job fills in server settings (runtime ceiling, clipped batch).
     digest = request_digest(request) if idempotency_key is not None else None
     dataset = dataset_of(db, request, principal)
     job = build_job(request, settings, dataset)
@@ -208,14 +194,6 @@ def _no_dataset(dataset_id: str) -> NotFound:
 def _dataset_exists(db: Database, dataset_id: str) -> bool:
     with db.read() as session:
         return session.get(DatasetRecord, dataset_id) is not None
-
-
-def request_digest(request: JobCreate) -> str:
-    """The request as the client sent it (fields it left out stay out), whatever the key order
-    or number formatting of the body: same request, same digest."""
-    sent = request.model_dump(mode="json", exclude_unset=True)
-    canonical = orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(canonical).hexdigest()
 
 
 @router.get("")

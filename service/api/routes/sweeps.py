@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import Principal
 from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep, require_json
+from service.api.idempotency import IdempotencyKey, check_key, request_digest
 from service.api.routes.jobs import dataset_of
 from service.config import Settings
-from service.errors import InvalidInput, RequestInvalid
+from service.errors import InvalidInput
 from service.quota import Quota
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate
 from service.storage import queue
@@ -63,22 +62,11 @@ async def submit_sweep(
     blob_store: BlobStoreDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            max_length=200,
-            description="Replaying a request with the same key returns the original sweep "
-            "instead of queuing its trials again. It must not be blank.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> SweepOut:
     """Queue one job per trial; trials that share a shape train together as one stacked model.
     Each trial is an ordinary job: /jobs/{id}, /loss, /predict, /events all take its id."""
-    if idempotency_key is not None and not idempotency_key.strip():
-        raise RequestInvalid(
-            "header parameter idempotency-key: must not be blank; send a unique key, "
-            "or leave the header out"
-        )
+    check_key(idempotency_key)
     body = await http.body()
     # Validating and encoding N trials' data is CPU work: off the event loop.
     return await run_in_threadpool(
@@ -130,7 +118,7 @@ def queue_sweep(
         cancel_requested=False,
         idempotency_key=idempotency_key,
         # The body as sent, whatever its key order or number formatting.
-        request_hash=_digest(request) if idempotency_key is not None else None,
+        request_hash=request_digest(request) if idempotency_key is not None else None,
     )
     jobs = build_trials(requests, settings, dataset)
     queued_at = utcnow()
@@ -155,11 +143,6 @@ def queue_sweep(
     response.headers["Location"] = f"/sweeps/{stored.id}"
     with db.read() as session:
         return records.sweep_out(session, records.sweep_or_404(session, stored.id, None))
-
-
-def _digest(request: SweepCreate) -> str:
-    sent = request.model_dump(mode="json", exclude_unset=True)
-    return hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @router.get("")
