@@ -19,37 +19,31 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
 import torch
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 from service import fleet, retention, wakeup
 from service.config import Settings
 from service.datasets.training_data import load_job_dataset
-from service.loss_history import EpochResult
 from service.placement import JobShape, place
 from service.schemas import JobSpec
 from service.storage import blobs, queue
 from service.storage.db import Database
-from service.storage.models import Job, JobStatus, Model
+from service.storage.models import Job
 from service.storage.store import (
     CorruptBlob,
     Dataset,
     decode_checkpoint,
-    encode_checkpoint,
-    encode_weights,
 )
 from service.training.checkpoint import Checkpoint, UnusableCheckpoint
 from service.training.data import PreparedData, TrainingTensors, prepare
-from service.training.evaluation import model_quality
-from service.training.job_errors import ModelNotStored, public_error, shorten
 from service.training.lease import Interrupt, LeaseKeeper
 from service.training.memory import grew, release_memory, resident_bytes
 from service.training.network import NetworkConfig, build_network
+from service.training.outcome import OutcomeWriter, TrainedFrom
 from service.training.profile import WorkerProfile, profile_worker
 from service.training.progress import FlushClock, ProgressWriter
 from service.training.stacked_trainer import Outcome, Trial, train_stack
@@ -95,6 +89,7 @@ class Worker:
         # Where training data is read from and weights are written (a bad URL stops it here).
         self.blob_store = blobs.open_blob_store(settings.blob_store_url)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.outcomes = OutcomeWriter(self.db, self.blob_store, self.worker_id)
         self.devices = worker_devices(settings.device)
         self.device_kinds = sorted({d.type for d in self.devices})
         # Measured by warm_up() when there is a choice of device to make.
@@ -234,51 +229,16 @@ class Worker:
         try:
             if len(job_ids) == 1:
                 job_id = job_ids[0]
-                with self._failing_safely(job_ids, progress):
+                with self.outcomes.failing_safely(job_ids, progress):
                     self._train_and_store(job_id, interrupts[job_id], progress[job_id])
             else:
-                with self._failing_safely(job_ids, progress):
+                with self.outcomes.failing_safely(job_ids, progress):
                     self._train_stack_and_store(job_ids, interrupts, progress)
         finally:
             keeper.stop()
             self._current = []
             if grew(resident_before):
                 self._release_memory()
-
-    @contextmanager
-    def _failing_safely(
-        self, job_ids: list[str], progress: dict[str, ProgressWriter]
-    ) -> Iterator[None]:
-        """A job's own failure ends it failed (each of a stack's, when the stack failed), and
-        never takes the worker down. Writes are lease-guarded: a job that already ended keeps
-        its outcome."""
-        try:
-            yield
-        except TrainingDiverged as exc:
-            log.warning("job %s diverged: %s", ", ".join(job_ids), exc)
-            self._fail(job_ids, shorten(str(exc)), progress)
-        except OperationalError:
-            # The database failed, not the job (retries were exhausted): write nothing more.
-            # The lease runs out and the next attempt resumes from the last checkpoint.
-            log.exception("job %s: database unavailable; leaving it to its lease", job_ids)
-        except ModelNotStored as exc:
-            log.exception("job %s: %s", ", ".join(job_ids), exc)  # the database's own words
-            for job_id in job_ids:  # one: each of a stack's models is stored on its own
-                self._fail([job_id], str(exc), progress, [*exc.rows, *progress[job_id].take()])
-        except Exception as exc:  # a job's own failure must not take the worker down
-            log.exception("job %s failed", ", ".join(job_ids))
-            self._fail(job_ids, public_error(exc), progress)
-
-    def _fail(
-        self,
-        job_ids: list[str],
-        error: str,
-        progress: dict[str, ProgressWriter],
-        rows: list[EpochResult] | None = None,
-    ) -> None:
-        for job_id in job_ids:
-            taken = rows if rows is not None else progress[job_id].take()
-            queue.finish_failed(self.db, job_id, self.worker_id, error, taken)
 
     def _release_memory(self) -> None:
         """Give back what a large job left behind, before idling. The job's tensors are
@@ -335,7 +295,9 @@ class Worker:
             engine=self.settings.engine,
             cuda_graphs=self.settings.cuda_graphs,
         )
-        self._persist(job_id, interrupt, progress, result, config, prepared, dataset, device)
+        self.outcomes.store(
+            job_id, interrupt, progress, result, TrainedFrom(config, prepared, dataset, device)
+        )
 
     def _train_stack_and_store(
         self,
@@ -399,19 +361,12 @@ class Worker:
             def store(job_id: str, outcome: Outcome, stack_size: int = len(group)) -> None:
                 """Each trial's model is stored as it leaves the stack, the others training on."""
                 prepared = prepared_by_seed[claimed[job_id].spec.training.seed]
-                with self._failing_safely([job_id], progress):
+                with self.outcomes.failing_safely([job_id], progress):
                     if isinstance(outcome, TrainingDiverged):
                         raise outcome
-                    self._persist(
-                        job_id,
-                        interrupts[job_id],
-                        progress[job_id],
-                        outcome,
-                        first.network,
-                        prepared,
-                        dataset,
-                        device,
-                        stack_size=stack_size,
+                    trained = TrainedFrom(first.network, prepared, dataset, device, stack_size)
+                    self.outcomes.store(
+                        job_id, interrupts[job_id], progress[job_id], outcome, trained
                     )
 
             for job_id in group:
@@ -459,93 +414,6 @@ class Worker:
         )
         chosen = place(shape, self.profile.costs(cpu_engine), required)
         return next(d for d in self.devices if str(d) == chosen)
-
-    def _persist(
-        self,
-        job_id: str,
-        interrupt: Interrupt,
-        progress: ProgressWriter,
-        result: TrainingResult,
-        config: NetworkConfig,
-        prepared: PreparedData,
-        dataset: Dataset,
-        device: torch.device,
-        stack_size: int = 1,
-    ) -> None:
-        rows = progress.take()
-        if interrupt.reason == "lease_lost":
-            log.warning("job %s: lease lost, writing nothing", job_id)
-            return
-        if interrupt.reason == "cancelled":
-            queue.finish_cancelled(self.db, job_id, self.worker_id, rows)
-            log.info("job %s cancelled", job_id)
-            return
-        if result.stop_reason == "paused":
-            checkpoint = result.checkpoint
-            stored = (
-                (checkpoint.epoch, encode_checkpoint(*checkpoint.to_tensors()))
-                if checkpoint is not None
-                else None
-            )
-            if queue.release(self.db, job_id, self.worker_id, rows, checkpoint=stored):
-                wakeup.announce(self.db)  # an idle worker takes it over now, not at its poll
-            if checkpoint is not None:
-                log.info("job %s handed back to the queue at epoch %d", job_id, checkpoint.epoch)
-            else:  # paused mid-epoch, or before the first epoch ended
-                log.info(
-                    "job %s handed back to the queue mid-epoch; it resumes from its last "
-                    "stored checkpoint",
-                    job_id,
-                )
-            return
-        last = result.history[-1]
-        metrics = {
-            "final_train_loss": last.train_loss,
-            "final_val_loss": last.val_loss,
-            "best_epoch": result.best_epoch,
-            "epochs_trained": last.epoch,
-            "stop_reason": result.stop_reason,
-            "training_seconds": last.seconds,
-            "device": str(device),
-            "engine": result.engine,
-            "stacked_trials": stack_size,  # trained together with this many (itself included)
-            "n_parameters": config.n_parameters,
-            # R², RMSE, MAE or accuracy, log-loss, confusion matrix on each split, raw units.
-            **model_quality(config, result.state, prepared, dataset.classes),
-        }
-        model = Model(
-            id=job_id,
-            task="classification" if dataset.classes is not None else "regression",
-            architecture=config.to_dict(),
-            scalers=prepared.scalers_json(),
-            n_features=config.n_inputs,
-            n_outputs=config.n_outputs,
-            classes=dataset.classes,
-            feature_names=dataset.feature_names,
-            metrics=metrics,
-        )
-        weights = encode_weights(result.state)
-        # With a blob store, the file is written before the transaction that names it: a crash
-        # in between leaves an orphan file (swept later), never a model without weights.
-        blobs.stow_weights(self.blob_store, model, weights)
-        try:
-            outcome = queue.finish_succeeded(
-                self.db, job_id, self.worker_id, model, rows, result.best_epoch
-            )
-        except OperationalError:
-            raise  # the database is away, not refusing this model: the job's lease decides
-        except SQLAlchemyError as exc:  # too big for it, most likely
-            raise ModelNotStored(len(weights), rows) from exc
-        if outcome != JobStatus.SUCCEEDED:  # no row names the file: its key is this attempt's
-            self.blob_store.discard([model.weights_ref])
-        if outcome == JobStatus.SUCCEEDED:
-            log.info(
-                "job %s succeeded: final loss %.6g in %.2fs", job_id, last.train_loss, last.seconds
-            )
-        elif outcome == JobStatus.CANCELLED:
-            log.info("job %s cancelled as it finished; no model stored", job_id)
-        else:
-            log.warning("job %s: lease lost before the model was stored", job_id)
 
     def _checkpoint_of(self, job_id: str, job: ClaimedJob) -> tuple[Checkpoint | None, str | None]:
         """The checkpoint to resume from, or (None, why) when there is one that cannot be used:
