@@ -57,6 +57,11 @@ NUMPY_MAX_PARAMETERS = 200_000
 # the same order whatever the number of rows; BLAS (matmul) picks kernels by matrix shape, so a
 # row's last bits would depend on the batch it was served in. Above it, BLAS's speed wins.
 EINSUM_MAX_WEIGHTS = 8192
+# A stack of a sweep's trials gathers every trial's rows each epoch (float32): the claim takes
+# no more trials than keep that gather within this, so a sweep over a large dataset trains in
+# several smaller stacks rather than exhaust a worker's memory (16 trials of 1M rows x 5 values
+# is 320 MB).
+MAX_STACK_GATHER_BYTES = 512 * 1024 * 1024
 # Below this many multiply-adds per epoch one thread beats several (thread hand-off dominates).
 SMALL_JOB_FLOPS = 50_000_000
 # How often a running job looks for a cancel between heartbeats: a cheap read, so a cancel

@@ -278,3 +278,18 @@ def test_a_stack_claim_takes_a_trial_and_its_queued_stack_mates_at_once(
     assert set(leases) == {trials[0], trials[2]}  # trials[1] is w2's
     queue.request_cancel(db, trials[2])
     assert queue.cancel_requested_among(db, trials) == {trials[2]}
+
+
+def test_a_stack_claim_takes_no_more_trials_than_its_gather_budget(
+    db: Database, settings: Settings
+) -> None:
+    trials = add_sweep(db, settings, ["a"] * 5)
+    per_trial = 4 * 3 * (1 + 1)  # float32 x 3 rows x (1 feature + 1 output)
+    assert queue.claim_stack(db, "w1", 30, max_trials=8, max_stack_bytes=2 * per_trial) == [
+        trials[0],
+        trials[1],
+    ]
+    assert queue.claim_stack(db, "w1", 30, max_trials=8, max_stack_bytes=per_trial - 1) == [
+        trials[2]
+    ]
+    assert queue.claim_stack(db, "w1", 30, max_trials=8, max_stack_bytes=10**9) == trials[3:]

@@ -250,12 +250,17 @@ def claim_stack(
     lease_seconds: float,
     device_kinds: Sequence[str] = ("cpu",),
     max_trials: int = 1,
+    max_stack_bytes: int | None = None,
 ) -> list[str]:
     """claim(), and when the job is a sweep's trial, up to `max_trials` - 1 more queued trials
     of its sweep with the same stack key, in the same transaction: they train together as one
     stacked model, and no other worker can take some of them in between. The claimed ids,
     the fairest job first, then its stack-mates in the order they were queued ([] when
-    nothing is queued)."""
+    nothing is queued).
+
+    With `max_stack_bytes`, fewer: a stack gathers every trial's rows each epoch, float32, so
+    its trials times the data's values (rows x (features + outputs)) x 4 bytes stays within it.
+    """
     with db.write() as session:
         first = _claim_fairest(
             session, db.engine.dialect.name, worker_id, lease_seconds, device_kinds
@@ -265,6 +270,14 @@ def claim_stack(
         job_id, sweep_id, stack_key = first
         if sweep_id is None or stack_key is None or max_trials < 2:
             return [job_id]
+        if max_stack_bytes is not None:
+            shape = session.execute(
+                select(Job.n_rows, Job.n_features, Job.n_outputs).where(Job.id == job_id)
+            ).one()
+            per_trial = 4 * shape.n_rows * (shape.n_features + shape.n_outputs)
+            max_trials = min(max_trials, max(1, max_stack_bytes // max(1, per_trial)))
+            if max_trials < 2:
+                return [job_id]
         mates = (
             select(Job.id)
             .where(Job.sweep_id == sweep_id, Job.stack_key == stack_key)

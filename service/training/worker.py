@@ -54,7 +54,7 @@ from service.training.trainer import (
     engine_for,
     train,
 )
-from service.tuning import RETENTION_SWEEP_SECONDS, SMALL_JOB_FLOPS
+from service.tuning import MAX_STACK_GATHER_BYTES, RETENTION_SWEEP_SECONDS, SMALL_JOB_FLOPS
 
 log = logging.getLogger("service.worker")
 
@@ -205,6 +205,7 @@ class Worker:
             self.settings.lease_seconds,
             self.device_kinds,
             self.settings.max_stacked_trials,
+            MAX_STACK_GATHER_BYTES,
         )
         if not job_ids:
             return False
