@@ -8,6 +8,7 @@ What `make test` cannot run on a CPU-only machine, in one short script (about tw
    batch 4096) network on each device, and where placement puts each;
 3. CUDA graphs (service/training/cuda_graphs.py), eager against captured: the notebook job,
    16 of its trials stacked against one, and one epoch of 1M rows (`--graphs`: only this);
+   through the processes of part 4, a 16-trial sweep on the CUDA-only worker against one trial;
 4. through real processes (an API, workers started and killed): the notebook job on a GPU worker
    (SERVICE_DEVICE=auto) against a CPU worker and a CUDA-only worker, a wide job on the GPU
    worker, and hand-overs CPU -> CUDA and CUDA -> CPU after SIGKILL.
@@ -340,6 +341,22 @@ class Fleet:
         job = self.wait(self.submit(body))
         return time.perf_counter() - started, job
 
+    def timed_sweep(
+        self, body: dict[str, Any], timeout: float = 300
+    ) -> tuple[float, dict[str, Any]]:
+        """POST /sweeps -> every trial ended, as a client sees it; the finished sweep."""
+        started = time.perf_counter()
+        sweep_id = self.client.post("/sweeps", json=body).raise_for_status().json()["id"]
+        deadline = started + timeout
+        while (sweep := self.client.get(f"/sweeps/{sweep_id}").json())["status"] in (
+            "queued",
+            "running",
+        ):
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"sweep {sweep_id}: {sweep['counts']}")
+            time.sleep(0.01)
+        return time.perf_counter() - started, sweep
+
     def checkpointed(self, job_id: str, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -436,6 +453,7 @@ def through_processes(rows: list[Row], runs: dict[str, Any], folder: Path) -> No
         on_cpu_worker = notebook_timing(fleet, REPS)
         cuda_worker = handover(fleet, rows, cpu_worker, ("worker-cuda", "cuda"), runs)
         on_cuda_worker = notebook_timing(fleet, 1)
+        rows.append(sweep_on(fleet, on_cuda_worker))
         handover(fleet, rows, cuda_worker, ("worker-cpu-2", "cpu"), runs).stop()
         # The GPU worker once more, after the CPU worker: a drift in the machine's speed
         # between the two phases shows up as a difference between the two GPU-worker rows.
@@ -461,6 +479,22 @@ def through_processes(rows: list[Row], runs: dict[str, Any], folder: Path) -> No
                 f"{wide_s:.2f} s on {wide_job['device']}",
             ),
         ]
+
+
+def sweep_on(fleet: Fleet, one: Timing) -> Row:
+    """16 trials of the notebook job (4 learning rates x 4 seeds) through POST /sweeps on the
+    CUDA-only worker, against one trial's submit -> succeeded on the same worker."""
+    grid = {"training.learning_rate": [0.003, 0.01, 0.03, 0.1], "training.seed": [0, 1, 2, 3]}
+    seconds, sweep = fleet.timed_sweep({"base": notebook_job(), "grid": grid})
+    ratio = seconds / one.submit_to_done
+    model = fleet.model(sweep["trials"][0]["id"])
+    return Row(
+        "16-trial sweep of the notebook job, submit -> all succeeded, CUDA-only worker",
+        f"{seconds:.2f} s ({ratio:.2f}x one trial, {one.submit_to_done:.2f} s)",
+        f"{sweep['counts']['succeeded']}/16 succeeded, stacks of "
+        f"{model['metrics']['stacked_trials']} on {model['metrics']['device']}; "
+        + (verdict(ratio, STACKED_16_TARGET) if not REHEARSAL else "rehearsal: no verdict"),
+    )
 
 
 def subprocess_migrate(fleet: Fleet) -> None:
