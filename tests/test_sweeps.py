@@ -234,3 +234,38 @@ def test_a_replayed_sweep_with_its_idempotency_key_queues_nothing_new(
     ended = client.post(f"/sweeps/{first.json()['id']}/cancel")
     assert ended.status_code == 409 and "already ended" in ended.json()["detail"]
     assert client.get(f"/sweeps/{first.json()['id']}").json()["status"] == "succeeded"
+
+
+def test_a_classification_sweep_over_an_uploaded_dataset(
+    client: TestClient, settings: Settings, db: Database
+) -> None:
+    """Trials that reference a dataset store no data of their own; labels come back as the
+    dataset's, and each trial predicts them."""
+    rows = [(a / 5, b / 5) for a in range(-5, 6) for b in range(-5, 6)]
+    csv = "x1,x2,side\n" + "\n".join(f"{a},{b},{'left' if a < b else 'right'}" for a, b in rows)
+    dataset = client.post(
+        "/datasets", params={"target": "side"}, content=csv, headers={"Content-Type": "text/csv"}
+    ).json()
+    base = {
+        "task": "classification",
+        "dataset_id": dataset["id"],
+        "model": {"hidden_layers": [8]},
+        "training": {"epochs": 15, "batch_size": 32, "validation_fraction": 0.2},
+    }
+    sweep = submit_sweep(
+        client,
+        {"base": base, "grid": {"training.learning_rate": [0.01, 0.1], "training.seed": [0, 1]}},
+    )
+    train_all(settings, db)
+    done = client.get(f"/sweeps/{sweep['id']}").json()
+    assert done["status"] == "succeeded" and done["best_by"] == "val_loss"
+    for trial in done["trials"]:
+        model = client.get(f"/models/{trial['id']}").json()
+        assert model["classes"] == ["left", "right"] and model["metrics"]["stacked_trials"] == 4
+        assert model["feature_names"] == ["x1", "x2"]
+        predicted = client.post(f"/models/{trial['id']}/predict", json={"inputs": [[-1, 1]]})
+        assert predicted.json()["predictions"][0] in ("left", "right")
+        assert client.get(f"/jobs/{trial['id']}").json()["dataset_id"] == dataset["id"]
+    best = done["best"]["id"]
+    answer = client.post(f"/models/{best}/predict", json={"inputs": [[-1, 1], [1, -1]]})
+    assert answer.json()["predictions"] == ["left", "right"]
