@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -293,3 +294,25 @@ def test_a_stack_claim_takes_no_more_trials_than_its_gather_budget(
         trials[2]
     ]
     assert queue.claim_stack(db, "w1", 30, max_trials=8, max_stack_bytes=10**9) == trials[3:]
+
+
+def test_concurrent_stack_claims_never_share_a_trial(db: Database, settings: Settings) -> None:
+    trials = add_sweep(db, settings, ["a"] * 12)
+    claimed: list[list[str]] = []
+
+    def claim(worker: str) -> None:
+        other = Database(url_of(db))
+        try:
+            while taken := queue.claim_stack(other, worker, 30, max_trials=3):
+                claimed.append(taken)
+        finally:
+            other.dispose()
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [trial for stack in claimed for trial in stack]
+    assert sorted(every) == sorted(trials)  # each trial once, none left behind
+    assert all(1 <= len(stack) <= 3 for stack in claimed)
