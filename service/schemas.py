@@ -256,6 +256,12 @@ class JobOut(BaseModel):
         "the dataset was deleted after the job ended."
     )
     device: str | None
+    sweep_id: str | None = Field(
+        default=None, description="The sweep this job is a trial of (null for a job on its own)."
+    )
+    trial_params: dict[str, Any] | None = Field(
+        default=None, description="The values the sweep gave this trial."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

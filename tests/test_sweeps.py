@@ -269,3 +269,15 @@ def test_a_classification_sweep_over_an_uploaded_dataset(
     best = done["best"]["id"]
     answer = client.post(f"/models/{best}/predict", json={"inputs": [[-1, 1], [1, -1]]})
     assert answer.json()["predictions"] == ["left", "right"]
+
+
+def test_a_trial_names_its_sweep_and_jobs_filter_by_sweep(client: TestClient) -> None:
+    sweep = submit_sweep(client, {"base": BASE, "grid": {"training.seed": [3, 4]}})
+    submit_job(client, BASE)
+    trial = client.get(f"/jobs/{sweep['trials'][1]['id']}").json()
+    assert trial["sweep_id"] == sweep["id"] and trial["trial_params"] == {"training.seed": 4}
+    listed = client.get("/jobs", params={"sweep_id": sweep["id"]}).json()
+    assert listed["total"] == 2
+    assert {job["id"] for job in listed["jobs"]} == {t["id"] for t in sweep["trials"]}
+    alone = [job for job in client.get("/jobs").json()["jobs"] if job["sweep_id"] is None]
+    assert len(alone) == 1 and alone[0]["trial_params"] is None

@@ -202,11 +202,16 @@ def list_jobs(
     settings: SettingsDep,
     principal: PrincipalDep,
     status: StatusFilter = None,
+    sweep_id: Annotated[
+        str | None, Query(max_length=36, description="Only this sweep's trials.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     """Jobs, newest first."""
     conditions = [Job.status == status] if status else []
+    if sweep_id is not None:
+        conditions.append(Job.sweep_id == sweep_id)
     if principal.owner_filter is not None:
         conditions.append(Job.owner == principal.owner_filter)
     with db.read() as session:
