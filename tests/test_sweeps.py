@@ -281,3 +281,24 @@ def test_a_trial_names_its_sweep_and_jobs_filter_by_sweep(client: TestClient) ->
     assert {job["id"] for job in listed["jobs"]} == {t["id"] for t in sweep["trials"]}
     alone = [job for job in client.get("/jobs").json()["jobs"] if job["sweep_id"] is None]
     assert len(alone) == 1 and alone[0]["trial_params"] is None
+
+
+def test_every_trial_s_loss_curve_in_one_answer(
+    client: TestClient, settings: Settings, db: Database
+) -> None:
+    base = {**BASE, "training": {**BASE["training"], "epochs": 30, "validation_fraction": 0.25}}
+    sweep = submit_sweep(client, {"base": base, "grid": {"training.seed": [0, 1, 2]}})
+    queued = client.get(f"/sweeps/{sweep['id']}/loss").json()
+    assert [t["id"] for t in queued["trials"]] == [t["id"] for t in sweep["trials"]]
+    assert all(t["epochs"] == [] and t["status"] == "queued" for t in queued["trials"])
+    train_all(settings, db)
+    curves = client.get(f"/sweeps/{sweep['id']}/loss").json()["trials"]
+    for curve in curves:
+        alone = client.get(f"/models/{curve['id']}/loss").json()
+        assert {k: v for k, v in curve.items() if k != "next_from_epoch"} == {
+            k: v for k, v in alone.items() if k != "next_from_epoch"
+        }
+    thinned = client.get(f"/sweeps/{sweep['id']}/loss", params={"max_points": 6}).json()
+    assert all(len(t["epochs"]) <= 6 for t in thinned["trials"])
+    assert client.get("/sweeps/nope/loss").status_code == 404
+    assert client.get(f"/sweeps/{sweep['id']}/loss", params={"max_points": 1}).status_code == 422

@@ -66,6 +66,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("post", "/sweeps"): "submit_sweep",
     ("get", "/sweeps"): "list_sweeps",
     ("get", "/sweeps/{sweep_id}"): "get_sweep",
+    ("get", "/sweeps/{sweep_id}/loss"): "get_sweep_loss",
     ("post", "/sweeps/{sweep_id}/cancel"): "cancel_sweep",
     ("delete", "/sweeps/{sweep_id}"): "delete_sweep",
     ("get", "/workers"): "list_workers",

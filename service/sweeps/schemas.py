@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, FiniteFloat, model_validator
 
-from service.schemas import StrictModel
+from service.schemas import LossHistoryOut, StrictModel
 from service.storage.models import JobStatus
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -117,3 +117,10 @@ class SweepList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class SweepLossOut(BaseModel):
+    """Every trial's loss curve, in the trials' order: one answer to compare them."""
+
+    id: str
+    trials: list[LossHistoryOut]

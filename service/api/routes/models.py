@@ -25,7 +25,7 @@ from service.api.plotting import loss_image, surface_image
 from service.api.prediction import is_small, ready_predictor, run_prediction
 from service.errors import ModelNotReady
 from service.inference import prediction_body
-from service.loss_curve import read_loss_page
+from service.loss_curve import LossPage, read_loss_page
 from service.plots import MEDIA_TYPES
 from service.schemas import (
     MAX_OFFSET,
@@ -208,10 +208,14 @@ def get_loss(
     with db.read() as session:
         job_status = job_or_404(session, model_id, principal).status
         page = read_loss_page(session, model_id, from_epoch, limit, max_points)
+    return loss_history_out(model_id, job_status, page)
+
+
+def loss_history_out(job_id: str, job_status: str, page: LossPage) -> LossHistoryOut:
     rows = page.rows
     has_val = any(r.val_loss is not None for r in rows)
     return LossHistoryOut(
-        id=model_id,
+        id=job_id,
         status=job_status,
         epochs=[r.epoch for r in rows],
         train_loss=[r.train_loss for r in rows],

@@ -9,23 +9,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import Principal
 from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep, require_json
 from service.api.idempotency import IdempotencyKey, check_key, request_digest
 from service.api.routes.jobs import dataset_of
+from service.api.routes.models import MIN_LOSS_POINTS, loss_history_out
 from service.config import Settings
 from service.errors import InvalidInput
+from service.loss_curve import read_loss_page
 from service.quota import Quota
 from service.schemas import MAX_OFFSET, ErrorOut, JobCreate
 from service.storage import queue
 from service.storage.blobs import BlobStore
 from service.storage.db import Database
-from service.storage.models import Sweep, utcnow
+from service.storage.models import Job, Sweep, utcnow
 from service.submission import build_trials
 from service.sweeps import records, search
-from service.sweeps.schemas import SweepCreate, SweepList, SweepOut
+from service.sweeps.schemas import SweepCreate, SweepList, SweepLossOut, SweepOut
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 SWEEP_BODY: dict[str, Any] = {
@@ -34,6 +37,10 @@ SWEEP_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SweepCreate"}}},
     }
 }
+# GET /sweeps/{id}/loss: each trial's curve thinned to this many points by default, and at most
+# this many (a sweep holds up to SERVICE_MAX_TRIALS_PER_SWEEP trials).
+DEFAULT_SWEEP_LOSS_POINTS = 500
+MAX_SWEEP_LOSS_POINTS = 10_000
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No sweep with this id"}
 }
@@ -165,6 +172,38 @@ def get_sweep(sweep_id: str, db: DatabaseDep, principal: PrincipalDep) -> SweepO
         return records.sweep_out(
             session, records.sweep_or_404(session, sweep_id, principal.owner_filter)
         )
+
+
+@router.get("/{sweep_id}/loss", responses=NOT_FOUND)
+def get_sweep_loss(
+    sweep_id: str,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    max_points: Annotated[
+        int,
+        Query(
+            ge=MIN_LOSS_POINTS,
+            le=MAX_SWEEP_LOSS_POINTS,
+            description="Each trial's history thinned to at most this many epochs, keeping "
+            "the lowest and highest loss of each stretch (as GET /models/{id}/loss does).",
+        ),
+    ] = DEFAULT_SWEEP_LOSS_POINTS,
+) -> SweepLossOut:
+    """Every trial's loss curve so far, in one answer: what the dashboard's sweep page draws."""
+    with db.read() as session:
+        sweep = records.sweep_or_404(session, sweep_id, principal.owner_filter)
+        trials = session.execute(
+            select(Job.id, Job.status)
+            .where(Job.sweep_id == sweep.id)
+            .order_by(Job.created_at, Job.id)
+        ).all()
+        curves = [
+            loss_history_out(
+                trial.id, trial.status, read_loss_page(session, trial.id, 1, None, max_points)
+            )
+            for trial in trials
+        ]
+    return SweepLossOut(id=sweep_id, trials=curves)
 
 
 @router.post(

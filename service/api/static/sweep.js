@@ -18,10 +18,6 @@ const COLOURS = 10;
 const CURVE_POINTS = 400;
 const ALL_POINTS = 8000;
 const MIN_CURVE_POINTS = 20;
-// At most this many loss requests per poll: a running sweep of 200 trials refreshes its
-// curves in turns rather than sending 200 requests each second.
-const CURVES_PER_POLL = 12;
-
 /** A parameter's short name: the last part of its dotted path ("training.seed" → "seed"). */
 function shortName(path) {
   return path.slice(path.lastIndexOf(".") + 1);
@@ -76,10 +72,12 @@ function searchText(search) {
   return "–";
 }
 
-/** Each trial's thinned loss curve, fetched again only while it can still change. */
+/** Every trial's thinned loss curve, fetched in one request (GET /sweeps/{id}/loss) while
+ * some curve can still change. */
 class Curves {
-  constructor() {
-    this.byTrial = new Map(); // trial id → {epochs, train, val, status, fetchedAt}
+  constructor(sweepId) {
+    this.sweepId = sweepId;
+    this.byTrial = new Map(); // trial id → {epochs, train, val, status}
   }
 
   /** Whether the curve held for a trial is behind what the sweep says of it. */
@@ -92,26 +90,15 @@ class Curves {
     return trial.epoch > last || trial.status !== curve.status;
   }
 
-  /** Fetches the stalest few curves; whether any changed. */
+  /** Fetches every curve when one is behind; whether any was. */
   async refresh(trials) {
+    if (!trials.some((t) => this.stale(t))) return false;
     const points = Math.max(MIN_CURVE_POINTS, Math.min(CURVE_POINTS, Math.floor(ALL_POINTS / Math.max(1, trials.length))));
-    const due = trials
-      .filter((t) => this.stale(t))
-      .sort((a, b) => (this.byTrial.get(a.id)?.fetchedAt ?? 0) - (this.byTrial.get(b.id)?.fetchedAt ?? 0))
-      .slice(0, CURVES_PER_POLL);
-    await Promise.all(
-      due.map(async (trial) => {
-        const page = await get(`/models/${trial.id}/loss?max_points=${points}`);
-        this.byTrial.set(trial.id, {
-          epochs: page.epochs,
-          train: page.train_loss,
-          val: page.val_loss,
-          status: page.status,
-          fetchedAt: Date.now(),
-        });
-      }),
-    );
-    return due.length > 0;
+    const answer = await get(`/sweeps/${this.sweepId}/loss?max_points=${points}`);
+    for (const page of answer.trials) {
+      this.byTrial.set(page.id, { epochs: page.epochs, train: page.train_loss, val: page.val_loss, status: page.status });
+    }
+    return true;
   }
 
   /** Whether some curve may still grow (so polling goes on after the sweep ended). */
@@ -220,7 +207,7 @@ export function sweepView(root, sweepId, showError) {
 
   let sweep = null;
   let keys = [];
-  const curves = new Curves();
+  const curves = new Curves(sweepId);
   // The trial under the pointer (in the legend or the table): its curve stands out.
   let focused = null;
 
