@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -82,11 +82,37 @@ def fetch(call: Call) -> Operation[Any]:
     return body
 
 
+class JobSettings(TypedDict, total=False):
+    """A job's settings as submit() takes them (each one optional), for the methods that
+    build a job body too: submit_sweep's base job."""
+
+    dataset_id: str | Dataset | None
+    task: str
+    feature_names: Sequence[str] | None
+    hidden_layers: Sequence[int] | None
+    activation: str | None
+    output_activation: str | None
+    optimizer: str | None
+    learning_rate: float | None
+    momentum: float | None
+    weight_decay: float | None
+    batch_size: int | None
+    epochs: int | None
+    loss: str | None
+    validation_fraction: float | None
+    early_stopping_patience: int | None
+    seed: int | None
+    max_runtime_seconds: float | None
+    input_scaling: str | None
+    target_scaling: str | None
+    device: str | None
+
+
 def job_body(
     x: ArrayLike | None,
     y: ArrayLike | None,
     *,
-    dataset_id: str | None = None,
+    dataset_id: str | Dataset | None = None,
     task: str = "regression",
     name: str | None = None,
     feature_names: Sequence[str] | None = None,
@@ -113,6 +139,8 @@ def job_body(
     body: dict[str, Any] = {"task": task}
     if name is not None:
         body["name"] = name
+    if isinstance(dataset_id, Dataset):
+        dataset_id = dataset_id.id
     if dataset_id is not None:
         if x is not None or y is not None:
             raise ValueError("pass either x and y or a dataset_id, not both")

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, Unpack
 
 import httpx
 from numpy.typing import ArrayLike
@@ -15,6 +15,7 @@ from service.client import _operations as ops
 from service.client._operations import (
     Call,
     GridValues,
+    JobSettings,
     Operation,
     Pause,
     ProgressCallback,
@@ -128,7 +129,7 @@ class Client:
         body = ops.job_body(
             x,
             y,
-            dataset_id=dataset_id.id if isinstance(dataset_id, Dataset) else dataset_id,
+            dataset_id=dataset_id,
             task=task,
             name=name,
             feature_names=feature_names,
@@ -253,27 +254,8 @@ class Client:
         grid: Mapping[str, GridValues] | None = None,
         random: Mapping[str, Any] | None = None,
         name: str | None = None,
-        dataset_id: str | Dataset | None = None,
-        task: str = "regression",
-        feature_names: Sequence[str] | None = None,
-        hidden_layers: Sequence[int] | None = None,
-        activation: str | None = None,
-        output_activation: str | None = None,
-        optimizer: str | None = None,
-        learning_rate: float | None = None,
-        momentum: float | None = None,
-        weight_decay: float | None = None,
-        batch_size: int | None = None,
-        epochs: int | None = None,
-        loss: str | None = None,
-        validation_fraction: float | None = None,
-        early_stopping_patience: int | None = None,
-        seed: int | None = None,
-        max_runtime_seconds: float | None = None,
-        input_scaling: str | None = None,
-        target_scaling: str | None = None,
-        device: str | None = None,
         idempotency_key: str | None = None,
+        **settings: Unpack[JobSettings],
     ) -> Sweep:
         """Queue a sweep: one job per trial, each the base job (x, y or dataset_id and the
         settings, as submit() takes them) with the values the search gives it.
@@ -286,30 +268,7 @@ class Client:
         named after it and their values). A resent submit (a lost answer) returns the same sweep:
         it carries `idempotency_key`, or one of the client's own. Returns at once; wait_sweep()
         follows it to the end."""
-        base = ops.job_body(
-            x,
-            y,
-            dataset_id=dataset_id.id if isinstance(dataset_id, Dataset) else dataset_id,
-            task=task,
-            feature_names=feature_names,
-            hidden_layers=hidden_layers,
-            activation=activation,
-            output_activation=output_activation,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            epochs=epochs,
-            loss=loss,
-            validation_fraction=validation_fraction,
-            early_stopping_patience=early_stopping_patience,
-            seed=seed,
-            max_runtime_seconds=max_runtime_seconds,
-            input_scaling=input_scaling,
-            target_scaling=target_scaling,
-            device=device,
-        )
+        base = ops.job_body(x, y, **settings)
         body = ops.sweep_body(base, grid=grid, random=random, name=name)
         return self._run(ops.submit_sweep(body, idempotency_key))
 
