@@ -354,18 +354,9 @@ class Lease:
     cancel_requested: bool
 
 
-@retry_transient
 def heartbeat(db: Database, job_id: str, worker_id: str, lease_seconds: float) -> Lease | None:
     """Extend the lease; None when it is no longer ours."""
-    statement = (
-        update(Job)
-        .where(*_owned(job_id, worker_id))
-        .values(lease_expires_at=database_now(lease_seconds))
-        .returning(Job.cancel_requested)
-    )
-    with db.write() as session:
-        cancel_requested = session.execute(statement).scalar_one_or_none()
-    return None if cancel_requested is None else Lease(cancel_requested=bool(cancel_requested))
+    return heartbeat_all(db, [job_id], worker_id, lease_seconds).get(job_id)
 
 
 @retry_transient
@@ -409,13 +400,9 @@ def start_attempt(
         return True
 
 
-@retry_transient
 def record_progress(db: Database, job_id: str, worker_id: str, rows: Sequence[EpochResult]) -> bool:
     """Append loss rows and move the job's progress forward; False when the lease is lost."""
-    if not rows:
-        return True
-    with db.write() as session:
-        return _write_progress(session, job_id, worker_id, rows)
+    return job_id not in record_progress_of(db, worker_id, {job_id: rows})
 
 
 @retry_transient

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,22 @@ class EarlyStopping:
     best_epoch: int | None = None
     epochs_since_best: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
+
+    def observe(
+        self,
+        epoch: int,
+        val_loss: float,
+        patience: int,
+        weights: Callable[[], dict[str, torch.Tensor]],
+    ) -> bool:
+        """Record an epoch's validation loss (and, when it is the best so far, a copy of the
+        weights); True once `patience` epochs have passed without beating the best."""
+        if val_loss < self.best_val:
+            self.best_val, self.best_epoch, self.epochs_since_best = val_loss, epoch, 0
+            self.best_weights = weights()
+            return False
+        self.epochs_since_best += 1
+        return self.epochs_since_best >= patience
 
 
 @dataclass(frozen=True)

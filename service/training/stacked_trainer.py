@@ -220,20 +220,13 @@ class _StackLoop:
     ) -> str | None:
         """Why trial `i` ends after this epoch (early stopping, its runtime, its last epoch)."""
         config, state = self.trials[i].config, self.progress[i]
-        stopping = state.stopping
         if val_loss is not None and config.early_stopping_patience is not None:
-            if val_loss < stopping.best_val:
-                stopping.best_val, stopping.best_epoch, stopping.epochs_since_best = (
-                    val_loss,
-                    epoch,
-                    0,
-                )
-                stopping.best_weights = self.stack.weights(slot)
-                state.result.best_epoch = epoch
-            else:
-                stopping.epochs_since_best += 1
-                if stopping.epochs_since_best >= config.early_stopping_patience:
-                    return "early_stopped"
+            patience_ran_out = state.stopping.observe(
+                epoch, val_loss, config.early_stopping_patience, lambda: self.stack.weights(slot)
+            )
+            state.result.best_epoch = state.stopping.best_epoch
+            if patience_ran_out:
+                return "early_stopped"
         limit = config.max_runtime_seconds
         if limit is not None and seconds >= limit:
             return "max_runtime"

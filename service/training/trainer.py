@@ -214,19 +214,13 @@ def train(
             on_epoch(record)
 
         if val_loss is not None and config.early_stopping_patience is not None:
-            if val_loss < stopping.best_val:
-                stopping.best_val, stopping.best_epoch, stopping.epochs_since_best = (
-                    val_loss,
-                    epoch,
-                    0,
-                )
-                stopping.best_weights = trainer.weights()
-                result.best_epoch = epoch
-            else:
-                stopping.epochs_since_best += 1
-                if stopping.epochs_since_best >= config.early_stopping_patience:
-                    result.stop_reason = "early_stopped"
-                    break
+            patience_ran_out = stopping.observe(
+                epoch, val_loss, config.early_stopping_patience, trainer.weights
+            )
+            result.best_epoch = stopping.best_epoch
+            if patience_ran_out:
+                result.stop_reason = "early_stopped"
+                break
         if not epoch_loss.complete or over_runtime():
             result.stop_reason = "max_runtime"
             break

@@ -253,27 +253,8 @@ class Worker:
     def _train_and_store(self, job_id: str, interrupt: Interrupt, progress: ProgressWriter) -> None:
         job = self._read_claimed(job_id)
         device = self._place(job)
-        resume, warning = self._checkpoint_of(job_id, job)
-        if resume is not None:
-            log.info(
-                "job %s: resuming from its checkpoint after epoch %d (written by the %s engine "
-                "on %s), on %s",
-                job_id,
-                resume.epoch,
-                resume.engine,
-                resume.device,
-                device,
-            )
-        # The first write after the claim: where the job runs, and loss rows past the checkpoint
-        # (or all, without one) dropped, since they belong to a lost attempt.
-        if not queue.start_attempt(
-            self.db,
-            job_id,
-            self.worker_id,
-            str(device),
-            keep_epochs=resume.epoch if resume else 0,
-            warning=warning,
-        ):
+        started, resume = self._start_attempt(job_id, job, device)
+        if not started:
             return
         dataset = load_job_dataset(self.db, self.blob_store, job_id)
         spec = job.spec
@@ -314,18 +295,8 @@ class Worker:
         device = self._place(first, n_trials=len(job_ids))
         resumes: dict[str, Checkpoint | None] = {}
         for job_id in job_ids:
-            resume, warning = self._checkpoint_of(job_id, claimed[job_id])
-            if resume is not None:
-                log.info(
-                    "job %s: resuming from its checkpoint after epoch %d, in a stack on %s",
-                    job_id,
-                    resume.epoch,
-                    device,
-                )
-            kept = resume.epoch if resume else 0
-            if queue.start_attempt(
-                self.db, job_id, self.worker_id, str(device), keep_epochs=kept, warning=warning
-            ):
+            lease_held, resume = self._start_attempt(job_id, claimed[job_id], device)
+            if lease_held:
                 resumes[job_id] = resume
         if not resumes:
             return
@@ -382,6 +353,33 @@ class Worker:
             for job_id, outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, TrainingResult) and outcome.stop_reason == "paused":
                     store(job_id, outcome)  # handed back to the queue, with its checkpoint
+
+    def _start_attempt(
+        self, job_id: str, job: ClaimedJob, device: torch.device
+    ) -> tuple[bool, Checkpoint | None]:
+        """The first write after the claim: where the job runs, and loss rows past its usable
+        checkpoint (or all, without one) dropped, since they belong to a lost attempt. Whether
+        the lease still held, and the checkpoint to resume from."""
+        resume, warning = self._checkpoint_of(job_id, job)
+        if resume is not None:
+            log.info(
+                "job %s: resuming from its checkpoint after epoch %d (written by the %s engine "
+                "on %s), on %s",
+                job_id,
+                resume.epoch,
+                resume.engine,
+                resume.device,
+                device,
+            )
+        started = queue.start_attempt(
+            self.db,
+            job_id,
+            self.worker_id,
+            str(device),
+            keep_epochs=resume.epoch if resume else 0,
+            warning=warning,
+        )
+        return started, resume
 
     def _read_claimed(self, job_id: str) -> ClaimedJob:
         with self.db.read() as session:

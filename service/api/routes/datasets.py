@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep
+from service.api.error_handlers import invalid_body
 from service.config import Settings
 from service.datasets import records
 from service.datasets.array_upload import read_json, read_npz
@@ -264,9 +264,7 @@ def _parse_json(body: bytes) -> DatasetCreate:
     try:
         return DatasetCreate.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from None
+        raise invalid_body(exc) from None
 
 
 @router.get("")

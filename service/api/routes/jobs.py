@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +21,7 @@ from service.api.deps import (
     job_or_404,
     require_json,
 )
+from service.api.error_handlers import invalid_body
 from service.api.idempotency import IdempotencyKey, check_key, request_digest
 from service.config import Settings
 from service.datasets import records as datasets
@@ -133,9 +133,7 @@ def parse_job(body: bytes) -> JobCreate:
     try:
         return JobCreate.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
-        ) from None
+        raise invalid_body(exc) from None
 
 
 def queue_job(

@@ -7,13 +7,13 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import Principal
 from service.api.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep, require_json
+from service.api.error_handlers import invalid_body
 from service.api.idempotency import IdempotencyKey, check_key, request_digest
 from service.api.routes.jobs import dataset_of
 from service.api.routes.models import MIN_LOSS_POINTS, loss_history_out
@@ -86,16 +86,12 @@ def _parsed(body: bytes) -> tuple[SweepCreate, JobCreate]:
     try:
         request = SweepCreate.model_validate_json(body)
     except ValidationError as exc:
-        raise _invalid(exc, ("body",)) from None
+        raise invalid_body(exc) from None
     try:
         base = JobCreate.model_validate(request.base)
     except ValidationError as exc:
-        raise _invalid(exc, ("body", "base")) from None
+        raise invalid_body(exc, "base") from None
     return request, base
-
-
-def _invalid(exc: ValidationError, where: tuple[str, ...]) -> RequestValidationError:
-    return RequestValidationError([{**e, "loc": (*where, *e["loc"])} for e in exc.errors()])
 
 
 def queue_sweep(
